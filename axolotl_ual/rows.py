@@ -1,0 +1,86 @@
+"""Sample rows as users store them: formats, stable content keys, uncertainty values.
+
+Shared by training (the dataset strategies) and by the elicitation utility, so that both
+agree on what a sample *is*: the sidecar annotations written by `axolotl-ual elicit` are
+joined to training rows by `sample_key`, which only looks at the content that is trained on.
+No axolotl or torch imports here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CHAT = "chat"
+ALPACA = "alpaca"
+FORMATS = (CHAT, ALPACA)
+ALPACA_FIELDS = ("instruction", "input", "output")
+DEFAULT_MESSAGES_FIELD = "messages"
+
+# Column names of a sidecar annotation file: one row per sample.
+SIDECAR_KEY = "sample_key"
+SIDECAR_UNCERTAINTY = "uncertainty"
+
+
+class InvalidUncertainty(ValueError):
+    """An uncertainty value that is not a number in [0, 1]."""
+
+
+def content_fields(fmt: str, field_messages: str = DEFAULT_MESSAGES_FIELD) -> tuple[str, ...]:
+    """The columns that define a sample's content for `fmt` (what `sample_key` hashes)."""
+    if fmt == CHAT:
+        return (field_messages,)
+    if fmt == ALPACA:
+        return ALPACA_FIELDS
+    raise ValueError(f"unknown row format {fmt!r}; expected one of {FORMATS}")
+
+
+def detect_format(row: Mapping[str, Any], field_messages: str = DEFAULT_MESSAGES_FIELD) -> str:
+    """`chat` if the row has a list of messages, `alpaca` if it has instruction/output."""
+    if isinstance(row.get(field_messages), list):
+        return CHAT
+    if "instruction" in row and "output" in row:
+        return ALPACA
+    raise ValueError(
+        f"cannot tell the row format: expected a list under {field_messages!r} (chat) or "
+        f"'instruction' and 'output' fields (alpaca); the row has fields {sorted(row)}"
+    )
+
+
+def _drop_none(value: Any) -> Any:
+    # Arrow fills keys missing from some rows of a column with None, so the same sample reads
+    # back with extra `None` keys depending on its neighbours: drop them before hashing.
+    if isinstance(value, Mapping):
+        return {str(k): _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def sample_key(row: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """A stable hex digest of the row's content fields.
+
+    Canonical JSON (sorted keys, no whitespace, `None` values dropped), so the key is the same
+    whether the row was read with `json`, pandas or `datasets`, and whatever other columns the
+    file has. Missing fields hash as absent.
+    """
+    content = {f: _drop_none(row[f]) for f in fields if row.get(f) is not None}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_uncertainty(value: Any) -> float | None:
+    """Return `value` as a float in [0, 1], `None` when missing, or raise `InvalidUncertainty`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidUncertainty(f"{value!r} is not a number (type {type(value).__name__})")
+    value = float(value)
+    if math.isnan(value):
+        raise InvalidUncertainty("NaN is not a valid uncertainty")
+    if not 0.0 <= value <= 1.0:
+        raise InvalidUncertainty(f"{value!r} is outside [0, 1]")
+    return value
