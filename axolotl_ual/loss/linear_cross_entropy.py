@@ -1,0 +1,333 @@
+"""Fused linear + label-smoothed cross entropy that never materializes the full logits.
+
+The logits of a long sequence over a large vocabulary are the largest tensor of LLM training
+(T=4096, V=128k: 2 GiB in fp32, several times that once log-softmax and its gradient exist).
+This computes the loss chunk by chunk of tokens: each chunk's logits are built, turned into
+probabilities in place, reduced to per-token losses and, when gradients are needed, into the
+gradients for `hidden`, `weight` and `bias`, then freed. Pure PyTorch; runs wherever
+`torch.matmul` does.
+
+Label smoothing costs almost nothing here. For one token with logits z = W h + b, target y and
+smoothing eps (PyTorch's convention, mass eps spread over all V classes),
+
+    loss = lse(z) - (1 - eps) * z_y - eps * mean(z)
+    dloss/dz = softmax(z) - (1 - eps) * onehot(y) - eps / V
+
+and mean(z) = h . mean_rows(W) + mean(b) is linear in h, so both the mean and the uniform
+`eps / V` part of the gradient are rank-one terms computed in O(d) per token instead of
+O(V). Final-logit softcapping (z -> c * tanh(z / c)) breaks that linearity; there the mean and
+the uniform term are taken over the capped logits inside each chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import broadcast_epsilon, check_reduction, compute_dtype
+
+# Bytes of fp32 logits held per chunk by default: large enough for efficient matmuls, small
+# next to the rest of a training step (512 tokens at V=128k).
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so that one chunk of fp32 logits takes about `DEFAULT_CHUNK_BYTES`."""
+    return max(16, DEFAULT_CHUNK_BYTES // (4 * vocab_size))
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float | torch.Tensor = 0.0,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Cross entropy of `hidden @ weight.T + bias` against `labels`, smoothed per token.
+
+    Equal in value and gradients to::
+
+        logits = hidden @ weight.T + bias
+        if softcap: logits = softcap * tanh(logits / softcap)
+        F.cross_entropy(logits, labels, label_smoothing=eps_t)   # eps_t per token
+
+    without ever holding more than one chunk of logits.
+
+    Args:
+        hidden: (..., d) final hidden states, fp32/bf16/fp16.
+        weight: (V, d) output projection (an `lm_head` or tied embedding matrix).
+        labels: (...) target ids aligned with `hidden` (the caller shifts for causal LM);
+            `ignore_index` marks tokens without a loss; they cost no compute.
+        epsilon: label smoothing, a float or a tensor broadcastable to `labels`, in [0, 1).
+        bias: optional (V,) output bias.
+        ignore_index: label value to skip.
+        reduction: "mean" over non-ignored tokens (0, not NaN, when there are none), "sum",
+            or "none" (a tensor shaped like `labels`, 0 at ignored tokens).
+        softcap: final-logit softcapping value (Gemma 2/3 style), or None.
+        chunk_size: tokens per chunk; default `default_chunk_size(V)`.
+
+    Returns:
+        The loss in fp32 (fp64 for fp64 inputs). Logits, softmax and reductions are computed
+        in fp32; matmuls run in the weight's dtype, accumulating in fp32 (on CUDA the bf16/fp16
+        logits matmul also outputs fp32; elsewhere its result is rounded to the input dtype
+        first, as the model's own `lm_head` would).
+
+    With reduction "mean"/"sum" the gradients are computed during the forward pass (one
+    logits pass in all) and only scaled in backward; with "none" the backward pass
+    recomputes each chunk's logits.
+    """
+    check_reduction(reduction)
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} must equal hidden's leading shape "
+            f"{tuple(hidden.shape[:-1])}"
+        )
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must be (V, d) with d={hidden.shape[-1]}, got {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must be (V,)=({weight.shape[0]},), got {tuple(bias.shape)}")
+
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_labels = labels.reshape(-1)
+    eps = broadcast_epsilon(epsilon, labels).reshape(-1)
+    valid = (flat_labels != ignore_index).nonzero().squeeze(1)
+    spec = _Spec(
+        weight,
+        bias,
+        softcap=float(softcap) if softcap else None,
+        chunk_size=int(chunk_size or default_chunk_size(weight.shape[0])),
+    )
+
+    if reduction == "none":
+        per_valid = _PerTokenLoss.apply(flat_hidden, weight, bias, flat_labels, eps, valid, spec)
+        per_token = per_valid.new_zeros(flat_labels.shape).index_put((valid,), per_valid)
+        return per_token.reshape(labels.shape)
+
+    scale = 1.0 / max(valid.numel(), 1) if reduction == "mean" else 1.0
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )
+    return _ReducedLoss.apply(
+        flat_hidden, weight, bias, flat_labels, eps, valid, spec, scale, needs_grad
+    )
+
+
+class _Spec:
+    """Per-call constants: chunking, softcap, and the mean logit row (rank-one terms)."""
+
+    __slots__ = ("softcap", "chunk_size", "acc", "mean_row", "mean_bias")
+
+    def __init__(self, weight, bias, softcap: float | None, chunk_size: int):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.softcap = softcap
+        self.chunk_size = chunk_size
+        self.acc = compute_dtype(weight)
+        self.mean_row = self.mean_bias = None
+        if softcap is None:
+            with torch.no_grad():
+                self.mean_row = _mean_rows(weight, self.acc)
+                self.mean_bias = bias.to(self.acc).mean() if bias is not None else None
+
+    def mean_logit(self, hidden: torch.Tensor) -> torch.Tensor:
+        """mean over the vocabulary of hidden @ weight.T + bias, in O(d) per token."""
+        mean = hidden.to(self.acc) @ self.mean_row
+        return mean if self.mean_bias is None else mean + self.mean_bias
+
+
+class _ReducedLoss(torch.autograd.Function):
+    """Sum (times `scale`) of per-token losses; gradients computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, eps, valid, spec, scale, needs_grad):
+        want = (
+            needs_grad and hidden.requires_grad,
+            needs_grad and weight.requires_grad,
+            needs_grad and bias is not None and bias.requires_grad,
+        )
+        grads = _Gradients(hidden, weight, bias, want, spec.acc)
+        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        token_scale = torch.full((1,), scale, dtype=spec.acc, device=hidden.device)
+        for rows in valid.split(spec.chunk_size):
+            chunk = _Chunk(hidden, weight, bias, labels, eps, rows, spec)
+            total += chunk.losses.sum(dtype=torch.float64)
+            if grads.any:
+                grads.add_chunk(chunk, token_scale.expand(rows.numel()))
+        ctx.grads = grads.finish()
+        return (total * scale).to(spec.acc)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight, grad_bias = ctx.grads
+        ctx.grads = None
+        scaled = [None if g is None else g.mul_(grad_output.to(g.dtype)) for g in
+                  (grad_hidden, grad_weight, grad_bias)]
+        return (*scaled, None, None, None, None, None, None)
+
+
+class _PerTokenLoss(torch.autograd.Function):
+    """Per-token losses of the valid tokens; backward recomputes each chunk's logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, eps, valid, spec):
+        losses = [
+            _Chunk(hidden, weight, bias, labels, eps, rows, spec).losses
+            for rows in valid.split(spec.chunk_size)
+        ]
+        ctx.save_for_backward(hidden, weight, bias, labels, eps, valid)
+        ctx.spec = spec
+        if not losses:
+            return hidden.new_zeros((0,), dtype=spec.acc)
+        return torch.cat(losses)
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        hidden, weight, bias, labels, eps, valid = ctx.saved_tensors
+        want = ctx.needs_input_grad[:3]
+        grads = _Gradients(hidden, weight, bias, want, ctx.spec.acc)
+        start = 0
+        for rows in valid.split(ctx.spec.chunk_size):
+            chunk = _Chunk(hidden, weight, bias, labels, eps, rows, ctx.spec)
+            grads.add_chunk(chunk, grad_losses[start : start + rows.numel()].to(ctx.spec.acc))
+            start += rows.numel()
+        return (*grads.finish(), None, None, None, None)
+
+
+class _Chunk:
+    """One chunk of valid tokens: per-token losses, and softmax(logits) kept for gradients."""
+
+    def __init__(self, hidden, weight, bias, labels, eps, rows, spec: _Spec):
+        self.rows = rows
+        self.hidden = hidden.index_select(0, rows)
+        self.labels = labels.index_select(0, rows)
+        self.eps = eps.index_select(0, rows).to(spec.acc)
+        self.spec = spec
+        self.softcap = spec.softcap
+        logits = _logits(self.hidden, weight, bias, spec.acc)
+        if self.softcap is None:
+            target = logits.gather(1, self.labels[:, None]).squeeze(1)
+            mean = spec.mean_logit(self.hidden)
+            self.tanh = None
+        else:
+            # logits buffer becomes tanh(z / c); the capped logits are c * tanh
+            self.tanh = logits.div_(self.softcap).tanh_()
+            target = self.softcap * self.tanh.gather(1, self.labels[:, None]).squeeze(1)
+            mean = self.softcap * self.tanh.mean(dim=1)
+            logits = self.tanh * self.softcap
+        self.lse = _softmax_(logits)
+        self.probs = logits
+        self.losses = self.lse - (1.0 - self.eps) * target - self.eps * mean
+
+    def logits_grad_(self, token_scale: torch.Tensor) -> torch.Tensor:
+        """d(sum_t scale_t * loss_t)/d(raw logits), in place of the probabilities.
+
+        Without softcap the uniform `-eps / V` term is left out (see `_Gradients`).
+        """
+        grad = self.probs
+        grad.scatter_add_(1, self.labels[:, None], (self.eps - 1.0)[:, None])
+        if self.softcap is not None:
+            grad.sub_((self.eps / grad.shape[1])[:, None])
+            grad.mul_(self.tanh.mul_(self.tanh).neg_().add_(1.0))  # d(c*tanh(z/c))/dz
+        grad.mul_(token_scale[:, None])
+        self.probs = self.tanh = None
+        return grad
+
+
+class _Gradients:
+    """Accumulates gradients for hidden / weight / bias over chunks."""
+
+    def __init__(self, hidden, weight, bias, want, acc: torch.dtype):
+        self.want_hidden, self.want_weight, self.want_bias = want
+        self.any = any(want)
+        self.weight = weight
+        self.bias = bias
+        self.vocab = weight.shape[0]
+        self.acc = acc
+        full = dict(dtype=acc, device=weight.device)
+        self.hidden = torch.zeros_like(hidden) if self.want_hidden else None
+        self.weight_acc = torch.zeros(weight.shape, **full) if self.want_weight else None
+        self.bias_acc = torch.zeros(weight.shape[:1], **full) if self.want_bias else None
+        # rank-one parts of the uniform -eps/V gradient term (no softcap only)
+        self._uniform_hidden_sum = torch.zeros(weight.shape[1], **full)
+        self._uniform_total = torch.zeros((), **full)
+
+    def add_chunk(self, chunk: _Chunk, token_scale: torch.Tensor) -> None:
+        uniform = chunk.softcap is None
+        scaled_eps = token_scale * chunk.eps
+        grad_logits = chunk.logits_grad_(token_scale)
+        low = grad_logits.to(self.weight.dtype)
+        if self.want_hidden:
+            grad_h = (low @ self.weight).to(self.acc)
+            if uniform:
+                grad_h -= scaled_eps[:, None] * chunk.spec.mean_row
+            self.hidden.index_copy_(0, chunk.rows, grad_h.to(self.hidden.dtype))
+        if self.want_weight:
+            h = chunk.hidden.to(self.weight.dtype)
+            if self.weight.dtype == self.acc:
+                self.weight_acc.addmm_(low.t(), h)
+            else:
+                self.weight_acc += (low.t() @ h).to(self.acc)
+            if uniform:
+                self._uniform_hidden_sum += scaled_eps @ chunk.hidden.to(self.acc)
+        if self.want_bias:
+            self.bias_acc += grad_logits.sum(dim=0)
+            if uniform:
+                self._uniform_total += scaled_eps.sum()
+
+    def finish(self):
+        grad_weight = grad_bias = None
+        if self.want_weight:
+            self.weight_acc -= self._uniform_hidden_sum[None, :] / self.vocab
+            grad_weight = self.weight_acc.to(self.weight.dtype)
+        if self.want_bias:
+            self.bias_acc -= self._uniform_total / self.vocab
+            grad_bias = self.bias_acc.to(self.bias.dtype)
+        return self.hidden, grad_weight, grad_bias
+
+
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Turn logits into probabilities in place; return the log-sum-exp per row."""
+    row_max = logits.amax(dim=1, keepdim=True)
+    logits.sub_(row_max).exp_()
+    row_sum = logits.sum(dim=1, keepdim=True)
+    logits.div_(row_sum)
+    return (row_max + row_sum.log()).squeeze(1)
+
+
+def _mean_rows(weight: torch.Tensor, acc: torch.dtype, rows_per_step: int = 8192):
+    # by blocks of rows: casting a bf16 (V, d) matrix to fp32 at once would cost 2x its size
+    total = torch.zeros(weight.shape[1], dtype=acc, device=weight.device)
+    for block in weight.split(rows_per_step):
+        total += block.to(acc).sum(dim=0)
+    return total / weight.shape[0]
+
+
+_FP32_OUT_MATMUL: dict[str, bool] = {}
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, acc: torch.dtype):
+    h = hidden.to(weight.dtype)
+    if weight.dtype == acc:
+        logits = h @ weight.t()
+    else:
+        logits = _half_matmul_fp32(h, weight.t())
+    if bias is not None:
+        logits += bias.to(acc)
+    return logits
+
+
+def _half_matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 matmul with an fp32 result: exact fp32 output where the device supports it."""
+    device = a.device.type
+    if _FP32_OUT_MATMUL.get(device, device == "cuda"):
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError, NotImplementedError):
+            _FP32_OUT_MATMUL[device] = False
+    return (a @ b).float()
