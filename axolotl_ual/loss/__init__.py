@@ -3,12 +3,22 @@
 - `linear_cross_entropy(hidden, weight, labels, epsilon, ...)`: fused with the output
   projection, computed chunk by chunk without materializing the logits (the trainer's default).
 - `smoothed_cross_entropy(logits, labels, epsilon, ...)`: the same loss from logits.
+- `linear_token_statistics` / `token_statistics`: per-token NLL, uniform CE and top-1
+  correctness (no grad), for evaluation.
 
-Both follow `torch.nn.functional.cross_entropy(..., label_smoothing=eps)` exactly. No axolotl
+The losses follow `torch.nn.functional.cross_entropy(..., label_smoothing=eps)` exactly. No axolotl
 imports: usable in any PyTorch training loop.
 """
 
-from .linear_cross_entropy import default_chunk_size, linear_cross_entropy
-from .smoothed_cross_entropy import smoothed_cross_entropy
+from ._common import TokenStatistics
+from .linear_cross_entropy import default_chunk_size, linear_cross_entropy, linear_token_statistics
+from .smoothed_cross_entropy import smoothed_cross_entropy, token_statistics
 
-__all__ = ["default_chunk_size", "linear_cross_entropy", "smoothed_cross_entropy"]
+__all__ = [
+    "TokenStatistics",
+    "default_chunk_size",
+    "linear_cross_entropy",
+    "linear_token_statistics",
+    "smoothed_cross_entropy",
+    "token_statistics",
+]

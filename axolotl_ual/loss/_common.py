@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -34,3 +36,25 @@ def reduce_losses(per_token: torch.Tensor, valid: torch.Tensor, reduction: str) 
     if reduction == "sum":
         return total
     return total / valid.sum().clamp(min=1)
+
+
+@dataclass
+class TokenStatistics:
+    """Per-token quantities from which any smoothed loss and the eval metrics follow.
+
+    With lse the log-sum-exp of the logits: `nll` = lse - z_y (the unsmoothed cross entropy),
+    `uniform_ce` = lse - mean(z) (cross entropy against the uniform distribution), `correct`
+    = the target has the highest logit. Zero / False at ignored tokens.
+    """
+
+    nll: torch.Tensor
+    uniform_ce: torch.Tensor
+    correct: torch.Tensor
+    valid: torch.Tensor
+
+    def smoothed(self, epsilon: torch.Tensor | float) -> torch.Tensor:
+        """Per-token label-smoothed CE: (1 - eps) * nll + eps * uniform_ce."""
+        return (1.0 - epsilon) * self.nll + epsilon * self.uniform_ce
+
+    def reshape(self, shape) -> TokenStatistics:
+        return TokenStatistics(*(t.reshape(shape) for t in (self.nll, self.uniform_ce, self.correct, self.valid)))

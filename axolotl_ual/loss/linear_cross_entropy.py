@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import broadcast_epsilon, check_reduction, compute_dtype
+from ._common import TokenStatistics, broadcast_epsilon, check_reduction, compute_dtype
 
 # Bytes of fp32 logits held per chunk by default: large enough for efficient matmuls, small
 # next to the rest of a training step (512 tokens at V=128k).
@@ -222,6 +222,8 @@ class _Chunk:
             logits = self.tanh * self.softcap
         self.lse = _softmax_(logits)
         self.probs = logits
+        self.target_logit = target
+        self.mean_logit = mean
         self.losses = self.lse - (1.0 - self.eps) * target - self.eps * mean
 
     def logits_grad_(self, token_scale: torch.Tensor) -> torch.Tensor:
@@ -331,3 +333,45 @@ def _half_matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         except (RuntimeError, TypeError, NotImplementedError):
             _FP32_OUT_MATMUL[device] = False
     return (a @ b).float()
+
+
+@torch.no_grad()
+def linear_token_statistics(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> TokenStatistics:
+    """Per-token NLL, uniform cross entropy and top-1 correctness, without full logits.
+
+    The no-grad counterpart of `linear_cross_entropy` for evaluation: one pass gives both the
+    smoothed loss (`TokenStatistics.smoothed`) and unsmoothed metrics.
+    """
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_labels = labels.reshape(-1)
+    valid = (flat_labels != ignore_index).nonzero().squeeze(1)
+    spec = _Spec(
+        weight,
+        bias,
+        softcap=float(softcap) if softcap else None,
+        chunk_size=int(chunk_size or default_chunk_size(weight.shape[0])),
+    )
+    zeros = torch.zeros(flat_labels.shape, dtype=torch.float32, device=hidden.device)
+    stats = TokenStatistics(
+        nll=zeros.clone(),
+        uniform_ce=zeros.clone(),
+        correct=torch.zeros_like(flat_labels, dtype=torch.bool),
+        valid=flat_labels != ignore_index,
+    )
+    no_eps = torch.zeros_like(flat_labels, dtype=spec.acc)
+    for rows in valid.split(spec.chunk_size):
+        chunk = _Chunk(flat_hidden, weight, bias, flat_labels, no_eps, rows, spec)
+        stats.nll[rows] = (chunk.lse - chunk.target_logit).float()
+        stats.uniform_ce[rows] = (chunk.lse - chunk.mean_logit).float()
+        target_prob = chunk.probs.gather(1, chunk.labels[:, None]).squeeze(1)
+        stats.correct[rows] = target_prob >= chunk.probs.amax(dim=1)
+    return stats.reshape(labels.shape)

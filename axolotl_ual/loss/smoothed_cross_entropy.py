@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import broadcast_epsilon, compute_dtype, reduce_losses
+from ._common import TokenStatistics, broadcast_epsilon, compute_dtype, reduce_losses
 
 
 def smoothed_cross_entropy(
@@ -46,3 +46,23 @@ def smoothed_cross_entropy(
     per_token = ce + eps * (z_y - flat_logits.mean(dim=-1))
     per_token = per_token.masked_fill(~valid, 0.0)
     return reduce_losses(per_token.reshape(labels.shape), valid, reduction)
+
+
+@torch.no_grad()
+def token_statistics(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100):
+    """`TokenStatistics` (NLL, uniform CE, top-1 correctness) from materialized logits."""
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab).to(compute_dtype(logits))
+    flat_labels = labels.reshape(-1)
+    valid = flat_labels != ignore_index
+    safe_labels = flat_labels.masked_fill(~valid, 0)
+    lse = torch.logsumexp(flat_logits, dim=-1)
+    target = flat_logits.gather(1, safe_labels[:, None]).squeeze(1)
+    zero = torch.zeros((), dtype=torch.float32, device=logits.device)
+    stats = TokenStatistics(
+        nll=torch.where(valid, (lse - target).float(), zero),
+        uniform_ce=torch.where(valid, (lse - flat_logits.mean(dim=-1)).float(), zero),
+        correct=valid & (target >= flat_logits.amax(dim=-1)),
+        valid=valid,
+    )
+    return stats.reshape(labels.shape)

@@ -1,0 +1,48 @@
+"""`axolotl_ual.UALPlugin`: the axolotl hooks, each delegating to the module that does the work.
+
+Data flow of one sample: row with `uncertainty` -> `dataset_strategy` (per-token uncertainty
+aligned with labels) -> `collator` (padding, packing) -> `trainer` (uncertainty -> epsilon
+via `mapping`) -> `loss`.
+"""
+
+from __future__ import annotations
+
+from axolotl.integrations.base import BasePlugin
+from axolotl.utils.logging import get_logger
+
+from .args import training_args_from_cfg
+from .prepared_data import isolate_prepared_path
+
+LOG = get_logger(__name__)
+
+
+class UALPlugin(BasePlugin):
+    """Uncertainty-Aware Learning: label smoothing whose strength follows each sample's uncertainty."""
+
+    def get_input_args(self) -> str:
+        return "axolotl_ual.args.UALArgs"
+
+    def get_training_args_mixin(self) -> str:
+        return "axolotl_ual.args.UALTrainingArgsMixin"
+
+    def register(self, cfg: dict):
+        path = isolate_prepared_path(cfg)
+        LOG.info(f"UAL: prepared datasets for these uncertainty settings live in {path}")
+
+    def get_trainer_cls(self, cfg):
+        if cfg.rl or cfg.reward_model or cfg.process_reward_model:
+            raise ValueError(
+                "axolotl_ual.UALPlugin trains supervised fine-tuning only; remove `rl`, "
+                "`reward_model` or `process_reward_model`, or the plugin"
+            )
+        from .trainer import UALTrainer
+
+        return UALTrainer
+
+    def get_training_args(self, cfg):
+        return training_args_from_cfg(cfg)
+
+    def get_collator_cls_and_kwargs(self, cfg, is_eval=False):
+        from .collator import UALDataCollator, axolotl_collator_cls
+
+        return UALDataCollator, {"base_collator_cls": axolotl_collator_cls(cfg, is_eval)}

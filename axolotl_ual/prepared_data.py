@@ -1,0 +1,69 @@
+"""Keep axolotl's prepared-dataset cache honest about UAL.
+
+axolotl names a prepared (tokenized) dataset by a hash of the dataset entries and a few global
+keys, not plugin keys and not the data files' contents. UAL's tokenized rows depend on the
+uncertainty settings and on the scores inside the files (`axolotl-ual elicit` rewrites them in
+place), so `register` moves `dataset_prepared_path` into a sub-directory named after a
+fingerprint of exactly those inputs: change one and the data is tokenized again instead of a
+stale copy being reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .args import DATA_KEYS, UALArgs, is_ual_dataset_type
+
+DEFAULT_PREPARED_PATH = "last_run_prepared"  # axolotl's default
+PREFIX = "ual-"
+
+
+def data_fingerprint(cfg: dict[str, Any]) -> str:
+    """Hash of the UAL inputs of tokenization: data keys, sidecar content, dataset file stats."""
+    settings = {}
+    for key in DATA_KEYS:
+        value = cfg.get(key)
+        if value is None:
+            value = UALArgs.model_fields[key].default
+        settings[key] = getattr(value, "value", value)
+    payload = {"settings": settings, "files": []}
+    if cfg.get("ual_uncertainty_file") and Path(cfg["ual_uncertainty_file"]).is_file():
+        payload["sidecar_sha256"] = _sha256(Path(cfg["ual_uncertainty_file"]))
+    for ds in list(cfg.get("datasets") or []) + list(cfg.get("test_datasets") or []):
+        if isinstance(ds, dict) and is_ual_dataset_type(ds.get("type")):
+            payload["files"].append(_file_stats(str(ds.get("path"))))
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def isolate_prepared_path(cfg: dict[str, Any]) -> str:
+    """Point `dataset_prepared_path` at `<base>/ual-<fingerprint>`; return the new path."""
+    base = Path(cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH)
+    if base.name.startswith(PREFIX):  # already isolated (register ran before on this config)
+        base = base.parent
+    path = str(base / f"{PREFIX}{data_fingerprint(cfg)}")
+    cfg["dataset_prepared_path"] = path
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_stats(path: str) -> list:
+    """(name, size, mtime) of a local data file or of the files of a local folder."""
+    root = Path(path)
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+    else:
+        return [path]  # a hub dataset: only its name
+    return [path] + [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]

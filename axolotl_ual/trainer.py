@@ -1,0 +1,341 @@
+"""Trainer: per-token uncertainty -> epsilon -> label-smoothed loss.
+
+`UALTrainer` is axolotl's `AxolotlTrainer` with one loss change. It plugs into Hugging Face's
+own extension point for custom losses (`compute_loss_func`), so the Trainer still counts
+`num_items_in_batch` over the whole accumulated batch and across data-parallel ranks, skips its
+division by the accumulation steps, and rescales for data parallelism: the loss is
+
+    sum over trained tokens t of CE_smoothed(eps_t) / num_items_in_batch
+
+exactly as HF normalizes its plain cross entropy, so with eps = 0 it equals axolotl's SFT loss.
+
+By default the model is run with its output head stood in for (see `output_head.py`): the loss
+comes from the last hidden states through `linear_cross_entropy`, chunk by chunk, and the full
+logits never exist. Where that cannot reproduce the model's logits, it falls back to the logits
+path and logs why, once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from axolotl.core.trainers.base import AxolotlTrainer
+from axolotl.utils.logging import get_logger
+
+from .dataset_strategy import UNCERTAINTY_COLUMN
+from .loss import (
+    linear_cross_entropy,
+    linear_token_statistics,
+    smoothed_cross_entropy,
+    token_statistics,
+)
+from .mapping import UncertaintyToEpsilon
+from .output_head import OutputHead, UnsupportedHead, find_output_head
+
+LOG = get_logger(__name__)
+IGNORE_INDEX = -100
+_CHECK_TOKENS = 64  # tokens of the first batch used to check the fused path against the logits
+
+
+def build_epsilon_mapping(args: Any, train_dataset: Any) -> UncertaintyToEpsilon:
+    """The uncertainty -> epsilon mapping configured by the `ual_*` training arguments."""
+    kind = "constant" if args.ual_uncertainty_source == "constant" else args.ual_mapping
+    reference = sample_uncertainties(train_dataset) if kind == "rank" else None
+    return UncertaintyToEpsilon(
+        kind,
+        args.ual_smoothing_min,
+        args.ual_smoothing_max,
+        power=args.ual_mapping_power,
+        reference=reference,
+    )
+
+
+def sample_uncertainties(dataset: Any) -> torch.Tensor:
+    """One uncertainty per training sample (each row repeats its value on every token)."""
+    if dataset is None or UNCERTAINTY_COLUMN not in (dataset.column_names or []):
+        raise ValueError(
+            "ual_mapping: rank needs the training dataset's uncertainties, but the train "
+            f"dataset has no {UNCERTAINTY_COLUMN!r} column"
+        )
+    import pyarrow.compute as pc
+
+    table = dataset.select_columns([UNCERTAINTY_COLUMN]).with_format("arrow")[:]
+    firsts = pc.list_element(table.column(UNCERTAINTY_COLUMN), 0)
+    return torch.as_tensor(firsts.to_numpy(zero_copy_only=False), dtype=torch.float64)
+
+
+def bucket_names(edges: list[float]) -> list[str]:
+    if len(edges) == 2:
+        return ["low", "mid", "high"]
+    if len(edges) == 1:
+        return ["low", "high"]
+    return [f"q{i}" for i in range(len(edges) + 1)]
+
+
+class UALTrainer(AxolotlTrainer):
+    """AxolotlTrainer whose loss is label smoothing with one epsilon per sample."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.compute_loss_func is not None:
+            raise ValueError(
+                "another loss function is already set on the trainer (e.g. use_eaft); UAL "
+                "replaces the loss, so only one of them can be used"
+            )
+        self.compute_loss_func = self._ual_loss
+        self.ual_mapping = build_epsilon_mapping(self.args, self.train_dataset)
+        self.ual_head: OutputHead | None = None
+        self.ual_loss_path: str | None = None  # "fused" or "logits", decided on the first batch
+        self._batch_uncertainty: torch.Tensor | None = None
+        self._batch_training = True
+        self._captured: list[torch.Tensor] | None = None
+        self._train_totals: torch.Tensor | None = None  # eps sum, u sum, tokens, tokens with u
+        self._bucket_edges = torch.tensor(list(self.args.ual_eval_buckets), dtype=torch.float32)
+        self._eval_totals: torch.Tensor | None = None  # per bucket: nll sum, correct, tokens
+        LOG.info(
+            f"UAL: epsilon = {self.ual_mapping!r} of each sample's uncertainty "
+            f"(source: {self.args.ual_uncertainty_source})"
+        )
+
+    # --- data ---------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self._signature_columns is not None and UNCERTAINTY_COLUMN not in self._signature_columns:
+            self._signature_columns.append(UNCERTAINTY_COLUMN)
+
+    # --- loss ---------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        uncertainty = inputs.pop(UNCERTAINTY_COLUMN, None)
+        if uncertainty is None:
+            raise KeyError(
+                f"the batch has no {UNCERTAINTY_COLUMN!r}: train with UAL dataset types "
+                "(axolotl_ual.chat_template / axolotl_ual.alpaca) and the UAL collator"
+            )
+        self._batch_uncertainty = uncertainty
+        self._batch_training = model.training
+        if self.ual_loss_path is None:
+            self._choose_loss_path(model, inputs)
+        use_fused = self.ual_loss_path == "fused" and (
+            model.training or self.compute_metrics is None  # metrics would need the logits
+        )
+        if not use_fused:
+            self._captured = None
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self.ual_head.capture() as captured:
+            self._captured = captured
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _ual_loss(self, outputs, labels, num_items_in_batch=None):
+        """HF `compute_loss_func`: sum of smoothed CE over trained tokens / num_items_in_batch."""
+        # causal LM: position t predicts token t + 1 (as HF's ForCausalLMLoss shifts)
+        labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+        uncertainty = F.pad(self._batch_uncertainty.float(), (0, 1))[..., 1:]
+        uncertainty = uncertainty.to(labels.device)
+        valid = labels != IGNORE_INDEX
+        epsilon = self.ual_mapping(uncertainty)
+
+        if self._batch_training:
+            total = self._training_loss_sum(outputs, labels, epsilon)
+            self._record_training(uncertainty, epsilon, valid)
+        else:
+            stats = self._token_statistics(outputs, labels)
+            total = stats.smoothed(epsilon)[valid].sum()
+            self._record_eval(uncertainty, stats)
+        self._batch_uncertainty = self._captured = None
+
+        if num_items_in_batch is None:
+            num_items_in_batch = valid.sum()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / (num_items_in_batch.clamp(min=1) if torch.is_tensor(num_items_in_batch)
+                        else max(num_items_in_batch, 1))
+
+    def _fused_inputs(self):
+        if not self._captured or len(self._captured) != 1:
+            raise RuntimeError(
+                f"expected one call of the output head per forward pass, saw "
+                f"{len(self._captured or [])}; set ual_fused_loss: false"
+            )
+        hidden = self._captured[0]
+        weight, bias = self.ual_head.weight_and_bias()
+        if self.ual_head.scale != 1.0:
+            hidden = hidden * self.ual_head.scale
+            bias = None if bias is None else bias * self.ual_head.scale
+        return hidden, weight, bias
+
+    def _training_loss_sum(self, outputs, labels, epsilon) -> torch.Tensor:
+        if self._captured is None:
+            return smoothed_cross_entropy(outputs.logits, labels, epsilon, reduction="sum")
+        hidden, weight, bias = self._fused_inputs()
+        return linear_cross_entropy(
+            hidden,
+            weight,
+            labels,
+            epsilon,
+            bias=bias,
+            reduction="sum",
+            softcap=self.ual_head.softcap,
+            chunk_size=self.args.ual_loss_chunk_size,
+        )
+
+    def _token_statistics(self, outputs, labels):
+        if self._captured is None:
+            return token_statistics(outputs.logits, labels)
+        hidden, weight, bias = self._fused_inputs()
+        return linear_token_statistics(
+            hidden,
+            weight,
+            labels,
+            bias=bias,
+            softcap=self.ual_head.softcap,
+            chunk_size=self.args.ual_loss_chunk_size,
+        )
+
+    def _choose_loss_path(self, model, inputs) -> None:
+        reason = self._fused_unavailable_reason(model, inputs)
+        self.ual_loss_path = "logits" if reason else "fused"
+        if reason:
+            LOG.warning(f"UAL: computing the loss from full logits: {reason}")
+            self.ual_head = None
+        else:
+            LOG.info(
+                "UAL: fused loss from hidden states (no full logits; "
+                f"scale={self.ual_head.scale}, softcap={self.ual_head.softcap})"
+            )
+        self._write_run_record(model, reason)
+
+    def _fused_unavailable_reason(self, model, inputs) -> str | None:
+        if not self.args.ual_fused_loss:
+            return "ual_fused_loss is false"
+        if self.is_fsdp_enabled or self._zero3_enabled():
+            return "parameters are sharded (FSDP / DeepSpeed ZeRO-3), the head cannot be read"
+        unwrapped = self.accelerator.unwrap_model(model)
+        try:
+            self.ual_head = find_output_head(unwrapped)
+        except UnsupportedHead as exc:
+            return str(exc)
+        ok, detail = self.ual_head.matches_model(unwrapped, _first_tokens(inputs))
+        LOG.info(f"UAL: fused-loss check on the first batch: {detail}")
+        return None if ok else detail
+
+    def _zero3_enabled(self) -> bool:
+        if not self.is_deepspeed_enabled:
+            return False
+        plugin = self.accelerator.state.deepspeed_plugin
+        return plugin is not None and plugin.zero_stage == 3
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def _record_training(self, uncertainty, epsilon, valid) -> None:
+        with torch.no_grad():
+            known = valid & ~torch.isnan(uncertainty)
+            row = torch.stack(
+                [
+                    epsilon[valid].double().sum(),
+                    uncertainty[known].double().sum(),
+                    valid.sum().double(),
+                    known.sum().double(),
+                ]
+            )
+            self._train_totals = row if self._train_totals is None else self._train_totals + row
+
+    def _record_eval(self, uncertainty, stats) -> None:
+        n_buckets = len(self.args.ual_eval_buckets) + 1
+        with torch.no_grad():
+            valid = stats.valid
+            bucket = torch.bucketize(uncertainty, self._bucket_edges.to(uncertainty.device), right=True)
+            bucket = bucket.masked_fill(torch.isnan(uncertainty), n_buckets)  # overall only
+            totals = torch.zeros(n_buckets + 1, 3, dtype=torch.float64, device=uncertainty.device)
+            values = torch.stack([stats.nll.double(), stats.correct.double(), torch.ones_like(stats.nll, dtype=torch.float64)], -1)
+            totals.index_add_(0, bucket[valid], values[valid])
+            self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._train_totals is not None:
+            eps_sum, u_sum, tokens, known = self._reduce(self._train_totals).tolist()
+            self._train_totals = None
+            if tokens:
+                logs["ual_epsilon_mean"] = round(eps_sum / tokens, 6)
+            if known:
+                logs["ual_uncertainty_mean"] = round(u_sum / known, 6)
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        self._eval_totals = None
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
+        if self._eval_totals is not None:
+            output.metrics.update(self._eval_metrics(self._reduce(self._eval_totals), metric_key_prefix))
+            self._eval_totals = None
+        return output
+
+    def _eval_metrics(self, totals: torch.Tensor, prefix: str) -> dict[str, float]:
+        names = bucket_names(list(self.args.ual_eval_buckets))
+        overall = totals.sum(0)
+        metrics = {}
+        rows = [("", overall)]
+        if self.args.ual_uncertainty_source != "constant" or totals[:-1, 2].sum() > 0:
+            rows += [(f"_{name}", totals[i]) for i, name in enumerate(names)]
+        for suffix, (nll, correct, tokens) in rows:
+            tokens = tokens.item()
+            metrics[f"{prefix}_ual_tokens{suffix}"] = int(tokens)
+            if tokens:
+                metrics[f"{prefix}_ual_nll{suffix}"] = round(nll.item() / tokens, 6)
+                metrics[f"{prefix}_ual_accuracy{suffix}"] = round(correct.item() / tokens, 6)
+        return metrics
+
+    def _reduce(self, totals: torch.Tensor) -> torch.Tensor:
+        """Sum over data-parallel ranks (collective: every rank logs and evaluates)."""
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum")
+        return totals.cpu()
+
+    # --- run record ---------------------------------------------------------------------
+
+    def _write_run_record(self, model, fallback_reason: str | None) -> None:
+        if not self.is_world_process_zero():
+            return
+        unwrapped = self.accelerator.unwrap_model(model)
+        layers = [type(m).__name__ for m in unwrapped.modules()]
+        record = {
+            "loss_path": self.ual_loss_path,
+            "fallback_reason": fallback_reason,
+            "mapping": self.ual_mapping.kind,
+            "smoothing_min": self.ual_mapping.eps_min,
+            "smoothing_max": self.ual_mapping.eps_max,
+            "uncertainty_source": self.args.ual_uncertainty_source,
+            "linear_4bit_layers": layers.count("Linear4bit"),
+            "linear_8bit_layers": layers.count("Linear8bitLt"),
+            "trainable_parameters": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad),
+            "world_size": self.accelerator.num_processes,
+        }
+        path = Path(self.args.output_dir) / "ual_run.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+def _first_tokens(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The first sample's first tokens, with the tensors that are laid out per token cut alike."""
+    ids = inputs["input_ids"]
+    length = min(ids.shape[-1], _CHECK_TOKENS)
+    sample = {}
+    for key, value in inputs.items():
+        if key == "labels":
+            continue
+        if torch.is_tensor(value) and value.dim() >= 2 and value.shape[:2] == ids.shape[:2]:
+            sample[key] = value[:1, :length]
+        else:
+            sample[key] = value
+    return sample
+

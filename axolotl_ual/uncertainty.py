@@ -1,0 +1,184 @@
+"""Each raw row's uncertainty, read and validated before tokenization.
+
+Runs on the whole raw dataset at once (not row by row inside `datasets.map`), so a bad value is
+reported with its row index, and every bad row is reported at preprocessing time instead of a
+crash in the middle of training. No axolotl imports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .rows import SIDECAR_KEY, SIDECAR_UNCERTAINTY, InvalidUncertainty, parse_uncertainty, sample_key
+
+MAX_REPORTED_ROWS = 5
+
+
+class UncertaintyDataError(ValueError):
+    """Rows whose uncertainty is missing or invalid; the message names dataset, rows and values."""
+
+
+@dataclass(frozen=True)
+class UncertaintySettings:
+    """The `ual_*` keys that decide each row's uncertainty."""
+
+    source: str = "field"  # field | sidecar | constant
+    field: str = "uncertainty"
+    file: str | None = None
+    missing: str = "error"  # error | default
+    default: float = 0.5
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> UncertaintySettings:
+        def plain(key, fallback):
+            value = cfg.get(key)
+            value = getattr(value, "value", value)  # enums from the validated config
+            return fallback if value is None else value
+
+        return cls(
+            source=plain("ual_uncertainty_source", cls.source),
+            field=plain("ual_uncertainty_field", cls.field),
+            file=cfg.get("ual_uncertainty_file"),
+            missing=plain("ual_missing_uncertainty", cls.missing),
+            default=float(plain("ual_default_uncertainty", cls.default)),
+        )
+
+
+def resolve_uncertainties(
+    rows: Any,
+    settings: UncertaintySettings,
+    *,
+    dataset_name: str,
+    content_fields: tuple[str, ...],
+) -> list[float]:
+    """One validated uncertainty per row of `rows` (a `datasets.Dataset`).
+
+    Raises `UncertaintyDataError` listing the offending rows (0-based index and value).
+    """
+    n_rows = len(rows)
+    if settings.source == "constant":
+        # Plain label smoothing needs no uncertainty. If the rows have one anyway, keep it for
+        # the uncertainty-bucketed eval metrics; anything unusable becomes NaN (no bucket).
+        if settings.field not in rows.column_names:
+            return [math.nan] * n_rows
+        return [_lenient(value) for value in rows[settings.field]]
+    if settings.source == "sidecar":
+        annotations = load_sidecar(settings.file)
+        keys = _sample_keys(rows, content_fields)
+        values = (annotations.get(key) for key in keys)
+        where = f"the sidecar file {settings.file!r} (joined by sample content)"
+    elif settings.field in rows.column_names:
+        values = rows[settings.field]
+        where = f"field {settings.field!r}"
+    elif settings.missing == "default":
+        return [settings.default] * n_rows
+    else:
+        raise UncertaintyDataError(
+            f"dataset {dataset_name!r} has no column {settings.field!r} "
+            f"(ual_uncertainty_field); its columns are {rows.column_names}. Score it with "
+            "`axolotl-ual elicit`, point ual_uncertainty_field at the right column, or set "
+            "ual_missing_uncertainty: default"
+        )
+    return _validated(values, settings, dataset_name=dataset_name, where=where)
+
+
+def _lenient(raw: Any) -> float:
+    try:
+        value = parse_uncertainty(raw)
+    except InvalidUncertainty:
+        return math.nan
+    return math.nan if value is None else value
+
+
+def _validated(values: Iterable[Any], settings, *, dataset_name: str, where: str) -> list[float]:
+    resolved: list[float] = []
+    problems: list[tuple[int, str]] = []
+    n_missing = 0
+    for index, raw in enumerate(values):
+        try:
+            value = parse_uncertainty(raw)
+        except InvalidUncertainty as exc:
+            problems.append((index, str(exc)))
+            resolved.append(math.nan)
+            continue
+        if value is None:
+            value = settings.default
+            if settings.missing != "default":
+                n_missing += 1
+                problems.append((index, "missing (null)"))
+        resolved.append(value)
+
+    if problems:
+        shown = "; ".join(f"row {i}: {text}" for i, text in problems[:MAX_REPORTED_ROWS])
+        more = len(problems) - MAX_REPORTED_ROWS
+        hint = (
+            " Missing values can fall back to ual_default_uncertainty with "
+            "ual_missing_uncertainty: default."
+            if n_missing
+            else ""
+        )
+        raise UncertaintyDataError(
+            f"dataset {dataset_name!r}: {len(problems)} row(s) have no valid uncertainty in "
+            f"{where} (rows are 0-based; each value must be a number in [0, 1]): {shown}"
+            + (f"; and {more} more" if more > 0 else "")
+            + "."
+            + hint
+        )
+    return resolved
+
+
+def _sample_keys(rows: Any, content_fields: tuple[str, ...]) -> list[str]:
+    present = [f for f in content_fields if f in rows.column_names]
+    if not present:
+        raise UncertaintyDataError(
+            f"cannot join sidecar annotations: the dataset has none of the content fields "
+            f"{list(content_fields)} (columns: {rows.column_names})"
+        )
+    keys: list[str] = []
+    for batch in rows.select_columns(present).iter(batch_size=1000):
+        for i in range(len(batch[present[0]])):
+            keys.append(sample_key({f: batch[f][i] for f in present}, present))
+    return keys
+
+
+_SIDECAR_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def load_sidecar(path: str | None) -> dict[str, Any]:
+    """`{sample_key: raw uncertainty}` from a JSONL sidecar file (as `axolotl-ual elicit` writes)."""
+    if not path:
+        raise UncertaintyDataError("ual_uncertainty_source: sidecar needs ual_uncertainty_file")
+    stat = Path(path).stat()
+    cache_key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if cache_key not in _SIDECAR_CACHE:
+        _SIDECAR_CACHE.clear()
+        _SIDECAR_CACHE[cache_key] = _read_sidecar(path)
+    return _SIDECAR_CACHE[cache_key]
+
+
+def _read_sidecar(path: str) -> dict[str, Any]:
+    annotations: dict[str, Any] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key, value = record[SIDECAR_KEY], record.get(SIDECAR_UNCERTAINTY)
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise UncertaintyDataError(
+                    f"sidecar {path!r} line {line_no}: expected a JSON object with "
+                    f"{SIDECAR_KEY!r} and {SIDECAR_UNCERTAINTY!r} ({exc})"
+                ) from exc
+            if key in annotations and annotations[key] != value:
+                raise UncertaintyDataError(
+                    f"sidecar {path!r} line {line_no}: sample {key} appears twice with different "
+                    f"uncertainties ({annotations[key]!r} and {value!r})"
+                )
+            annotations[key] = value
+    return annotations
