@@ -1,0 +1,118 @@
+"""The resumable score cache: an append-only JSONL file, one line per scored sample.
+
+    {"sample_key": "<sha256>", "config": "<16 hex>", "method": "verbalized", "model": "...",
+     "score": 7.0, "uncertainty": 0.667, "detail": {"scores": [7.0]}}
+
+`config` is a digest of everything that changes a score (method, model, samples, temperature,
+prompt version...): records made under another configuration stay in the file but are not used.
+Each record is written with one `write` and flushed as soon as its sample is scored, so killing
+the process (even with SIGKILL) loses only the requests in flight; a line cut short by the kill
+is skipped on the next read. Only successes are stored: a re-run asks again for the samples
+that failed. Nothing secret is ever written here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .methods import Judgement
+
+
+def config_id(model: str, identity: dict[str, Any]) -> str:
+    canonical = json.dumps({"model": model, **identity}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def default_cache_path(output: str | Path) -> Path:
+    """`scored.jsonl` -> `scored.jsonl.cache.jsonl`, beside the output (also for a folder)."""
+    return Path(str(output).rstrip("/") + ".cache.jsonl")
+
+
+class ScoreCache:
+    def __init__(self, path: str | Path, *, config: str, method: str, model: str):
+        self.path = Path(path)
+        self.config = config
+        self._stamp = {"config": config, "method": method, "model": model}
+        self._scores: dict[str, Judgement] = {}
+        self.skipped_lines = 0
+        self.other_config_records = 0
+        self._load()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        needs_newline = (
+            self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
+        )
+        self._file = open(self.path, "a", encoding="utf-8")
+        if needs_newline:  # the last record was cut short by a kill: start on a fresh line
+            self._file.write("\n")
+            self._file.flush()
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as handle:
+            handle.seek(-1, 2)
+            return handle.read(1) == b"\n"
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    key, config = record["sample_key"], record["config"]
+                    judgement = Judgement(
+                        float(record["score"]),
+                        float(record["uncertainty"]),
+                        record.get("detail") or {},
+                    )
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    self.skipped_lines += 1
+                    continue
+                if config != self.config:
+                    self.other_config_records += 1
+                    continue
+                self._scores.setdefault(key, judgement)
+        if self.skipped_lines:
+            print(
+                f"cache {self.path}: skipped {self.skipped_lines} unreadable line(s) "
+                "(a record cut short by a kill, most likely)",
+                file=sys.stderr,
+            )
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._scores
+
+    def get(self, key: str) -> Judgement | None:
+        return self._scores.get(key)
+
+    def add(self, key: str, judgement: Judgement) -> None:
+        """Record a scored sample durably (written and flushed before returning)."""
+        if not judgement.ok or key in self._scores:
+            return
+        record = {
+            "sample_key": key,
+            **self._stamp,
+            "score": judgement.score,
+            "uncertainty": judgement.uncertainty,
+            "detail": judgement.detail,
+        }
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self._scores[key] = judgement
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ScoreCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
