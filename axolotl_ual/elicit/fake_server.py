@@ -1,0 +1,306 @@
+"""A loopback OpenAI-compatible chat-completions server, for tests, benchmarks and dry runs.
+
+It binds 127.0.0.1 only, answers `POST /v1/chat/completions` (with `n`, `logprobs` and
+`top_logprobs`) and `GET /v1/models`, and lets a *policy* decide each reply: a score, an HTTP
+error with headers (429 + Retry-After), a delay (to cause client timeouts), an unparsable text.
+It serves at most `max_requests` requests and stops by itself after `lifetime` seconds.
+
+    with FakeOpenAIServer(latency=0.5) as server:
+        ...  # point `--base-url server.base_url` at it; server.requests records every request
+
+    python -m axolotl_ual.elicit.fake_server --latency 0.5   # prints its base URL, then serves
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Token:
+    """A generated token with its logprob and the top alternatives at its position."""
+
+    text: str
+    logprob: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Reply:
+    """What the server answers to one request."""
+
+    contents: list[str | None] = field(default_factory=list)  # one per choice
+    tokens: list[Token] | None = None  # logprobs of the first choice
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = "error injected by the test server"
+    delay: float = 0.0
+
+
+@dataclass
+class Request:
+    index: int
+    time: float
+    body: dict[str, Any]
+    authorization: str | None
+
+    @property
+    def prompt(self) -> str:
+        """The last user message's text."""
+        users = [m for m in self.body.get("messages", []) if m.get("role") == "user"]
+        return str(users[-1].get("content", "")) if users else ""
+
+    @property
+    def n(self) -> int:
+        return int(self.body.get("n") or 1)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return bool(self.body.get("logprobs"))
+
+
+Policy = Callable[[Request], Reply]
+
+
+def hashed_score(text: str, low: int, high: int) -> int:
+    digest = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    return low + digest % (high - low + 1)
+
+
+def default_policy(request: Request) -> Reply:
+    """A score from a hash of the prompt: 1-10 as text, or a 0-9 digit distribution."""
+    if request.wants_logprobs:
+        digit = hashed_score(request.prompt, 0, 9)
+        alternatives = [
+            (str(digit), math.log(0.7)),
+            (str((digit + 1) % 10), math.log(0.2)),
+            ("The", math.log(0.1)),
+        ]
+        return Reply([str(digit)], tokens=[Token(str(digit), math.log(0.7), alternatives)])
+    return Reply([str(hashed_score(request.prompt, 1, 10))] * request.n)
+
+
+def completion_body(request: Request, reply: Reply) -> dict[str, Any]:
+    choices = []
+    for index, content in enumerate(reply.contents or [None]):
+        logprobs = None
+        if request.wants_logprobs and index == 0 and reply.tokens is not None:
+            top = int(request.body.get("top_logprobs") or 0)
+            logprobs = {
+                "content": [
+                    {
+                        "token": t.text,
+                        "logprob": t.logprob,
+                        "bytes": list(t.text.encode()),
+                        "top_logprobs": [
+                            {"token": a, "logprob": lp, "bytes": list(a.encode())}
+                            for a, lp in t.alternatives[:top]
+                        ],
+                    }
+                    for t in reply.tokens
+                ]
+            }
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": logprobs,
+            }
+        )
+    return {
+        "id": f"chatcmpl-{request.index}",
+        "object": "chat.completion",
+        "created": int(request.time),
+        "model": request.body.get("model", "fake"),
+        "choices": choices,
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+class FakeOpenAIServer:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        latency: float = 0.0,
+        port: int = 0,
+        max_requests: int = 100_000,
+        lifetime: float = 600.0,
+    ):
+        self.policy = policy or default_policy
+        self.latency = latency
+        self.max_requests = max_requests
+        self.lifetime = lifetime
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._httpd = _Server((HOST, port), _Handler)
+        self._httpd.owner = self
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def start(self) -> FakeOpenAIServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openai-server",
+            daemon=True,
+        )
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)  # never serve past `lifetime`
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def wait(self) -> None:
+        """Block until stopped (by `stop` or the lifetime)."""
+        self._stopped.wait()
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def prompts(self) -> list[str]:
+        with self._lock:
+            return [request.prompt for request in self.requests]
+
+    def _record(self, body: dict[str, Any], authorization: str | None) -> Request | None:
+        with self._lock:
+            if len(self.requests) >= self.max_requests:
+                return None
+            request = Request(len(self.requests), time.time(), body, authorization)
+            self.requests.append(request)
+            return request
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # many clients connect at once: do not drop their SYNs
+    owner: FakeOpenAIServer
+
+    def handle_error(self, request, client_address):  # a client that went away: not an error
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    server: _Server
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+        # holds the body back until the client's delayed ACK, adding ~40 ms to every reply.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            self.close_connection = True
+
+    def do_GET(self):
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self._send(
+                200,
+                {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "test"}]},
+            )
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self):
+        owner = self.server.owner
+        body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            body = json.loads(body_bytes)
+        except json.JSONDecodeError:
+            self._send(400, {"error": {"message": "body is not JSON"}})
+            return
+        request = owner._record(body, self.headers.get("Authorization"))
+        if request is None:
+            self._send(503, {"error": {"message": "test server request limit reached"}})
+            return
+        reply = owner.policy(request)
+        wait = owner.latency + reply.delay
+        if wait > 0:
+            time.sleep(min(wait, owner.lifetime))
+        if reply.status != 200:
+            self._send(
+                reply.status, {"error": {"message": reply.error, "type": "test"}}, reply.headers
+            )
+            return
+        self._send(200, completion_body(request, reply), reply.headers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Loopback OpenAI-compatible judge for trying `elicit`."
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)"
+    )
+    parser.add_argument(
+        "--lifetime", type=float, default=600.0, help="stop after this many seconds"
+    )
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(
+        latency=args.latency, port=args.port, lifetime=args.lifetime, max_requests=args.max_requests
+    ).start()
+    print(server.base_url, flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
+    print(f"served {len(server.requests)} requests", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The `elicit` command end to end: read, shard, reuse the cache, judge the rest, write, report.
+
+Exit codes: 0 every row scored; 1 some rows are null (everything else is written); 2 bad
+arguments or unreadable input (nothing sent); 3 the judge stopped the run (bad key, unknown
+model, server down), after writing what was scored; 130 interrupted (Ctrl-C, SIGTERM), after
+writing what was scored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import rows as rowlib
+from . import io, report
+from .backends import LOCAL_BACKENDS, BackendError, BackendOptions, make_judge
+from .cache import ScoreCache, config_id, default_cache_path
+from .io import DataError
+from .methods import ENTROPY, LOGPROB, VERBALIZED, Entropy, Judgement, Logprob, Verbalized
+from .runner import RunOutcome, run_judge
+from .samples import Sample, keys_digest, prepare_samples, resolve_format, sidecar_rows
+from .shards import Manifest, Shard
+
+EXIT_OK, EXIT_NULLS, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_SAMPLED_TEMPERATURE = 0.7
+
+
+class UsageError(ValueError):
+    """Arguments that do not go together."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def score_field(field: str) -> str:
+    """The raw judge score's column, named after the uncertainty column."""
+    return f"{field}_score"
+
+
+def build_method(args) -> Verbalized | Logprob | Entropy:
+    if args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    if args.method != VERBALIZED and args.samples != 1:
+        raise UsageError(
+            f"--samples applies to --method verbalized only (the {args.method} method "
+            "reads a distribution, not samples)"
+        )
+    if args.method == ENTROPY:
+        if args.backend not in LOCAL_BACKENDS:
+            raise UsageError(
+                "--method entropy measures a local model's predictive distribution: "
+                "use --backend hf or --backend vllm with --model a local model"
+            )
+        return Entropy(max_length=args.max_length, top_logprobs=args.top_logprobs)
+    if args.method == LOGPROB:
+        return Logprob(
+            top_logprobs=args.top_logprobs,
+            parse_retries=args.parse_retries,
+            max_chars=args.max_chars,
+        )
+    temperature = args.temperature
+    if temperature is None:
+        temperature = DEFAULT_SAMPLED_TEMPERATURE if args.samples > 1 else 0.0
+    if args.samples > 1 and temperature <= 0:
+        raise UsageError(
+            f"--samples {args.samples} needs --temperature > 0: at temperature 0 "
+            "every sample is the same reply"
+        )
+    return Verbalized(
+        samples=args.samples,
+        temperature=temperature,
+        max_tokens=args.max_tokens,
+        parse_retries=args.parse_retries,
+        max_chars=args.max_chars,
+    )
+
+
+def _check_paths(args) -> Path:
+    """Validate the output paths; return the cache path."""
+    if not args.output and not args.sidecar:
+        raise UsageError(
+            "give --output (the scored dataset) and/or --sidecar (sample_key -> "
+            "uncertainty annotations)"
+        )
+    written = [p for p in (args.output, args.sidecar) if p]
+    source = Path(args.input).resolve()
+    for path in written:
+        if Path(path).resolve() == source:
+            raise UsageError(f"{path} is the input: write the scored data to another path")
+    if args.output:
+        io.file_kind(args.output, for_output=True)
+    if args.sidecar and io.file_kind(args.sidecar, for_output=True) != io.JSONL:
+        raise UsageError(f"--sidecar {args.sidecar}: the sidecar is a .jsonl file")
+    if args.shard and not args.output:
+        raise UsageError("--shard needs --output: `merge` puts the shard outputs back together")
+    return Path(args.cache) if args.cache else default_cache_path(args.output or args.sidecar)
+
+
+def _display_url(url: str | None) -> str:
+    url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:  # never print credentials embedded in a URL
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urllib.parse.urlunsplit(parts)
+
+
+def backend_options(args) -> BackendOptions:
+    return BackendOptions(
+        model=args.model,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+    )
+
+
+def scored_rows(
+    rows: Sequence[dict[str, Any]],
+    samples: Sequence[Sample],
+    judgements: dict[str, Judgement],
+    field: str,
+) -> list[dict[str, Any]]:
+    """Every row, in order, with every column, plus the uncertainty and raw score (or None)."""
+    out = []
+    for row, sample in zip(rows, samples, strict=True):
+        judgement = judgements.get(sample.key)
+        ok = judgement is not None and judgement.ok
+        out.append(
+            {
+                **row,
+                field: judgement.uncertainty if ok else None,
+                score_field(field): judgement.score if ok else None,
+            }
+        )
+    return out
+
+
+def run_elicit(args) -> int:
+    try:
+        cache_path = _check_paths(args)
+        method = build_method(args)
+        shard = Shard.parse(args.shard) if args.shard else None
+        rows = io.read_rows(args.input, split=args.split)
+        fmt = resolve_format(rows, args.format, args.field_messages)
+        fields = rowlib.content_fields(fmt, args.field_messages)
+        for column in (args.field, score_field(args.field)):
+            if column in fields:
+                raise UsageError(
+                    f"--field {args.field}: the column {column!r} is the sample's content"
+                )
+        samples = prepare_samples(rows, fmt, args.field_messages)
+    except (UsageError, DataError) as exc:
+        log(f"error: {exc}")
+        return EXIT_USAGE
+
+    dataset_digest, total_rows = keys_digest(samples), len(rows)
+    start, stop = shard.bounds(total_rows) if shard else (0, total_rows)
+    rows, samples = rows[start:stop], samples[start:stop]
+    unique: dict[str, Sample] = {}
+    row_of: dict[str, int] = {}
+    for offset, sample in enumerate(samples):
+        if sample.key not in unique:
+            unique[sample.key] = sample
+            row_of[sample.key] = start + offset
+    if rows and args.field in rows[0]:
+        log(
+            f"note: the input already has a {args.field!r} column; the output replaces it "
+            "(the input file is not modified)"
+        )
+
+    config = config_id(args.model, {"backend": args.backend, **method.identity()})
+    with ScoreCache(cache_path, config=config, method=method.name, model=args.model) as cache:
+        judgements: dict[str, Judgement] = {key: cache.get(key) for key in unique if key in cache}
+        pending = [sample for key, sample in unique.items() if key not in judgements]
+        where = f" rows {start}-{stop - 1} (shard {shard})" if shard else ""
+        log(
+            f"elicit: {len(rows)} rows{where} ({len(unique)} unique samples, {fmt}) from {args.input}; "
+            f"{len(judgements)} already in {cache_path}, {len(pending)} to score"
+        )
+        outcome = RunOutcome()
+        stats = None
+        if pending:
+            try:
+                judge = make_judge(args.backend, method, backend_options(args))
+            except BackendError as exc:
+                log(f"error: {exc}")
+                return EXIT_USAGE
+            stats = judge.stats
+            log(_describe_run(args, method, judge))
+            outcome = run_judge(
+                judge,
+                pending,
+                cache=cache,
+                concurrency=args.concurrency,
+                progress=not args.no_progress,
+                row_of=row_of,
+            )
+            judgements.update(outcome.judgements)
+
+    output_rows = scored_rows(rows, samples, judgements, args.field)
+    values = [row[args.field] for row in output_rows]
+    if args.output:
+        io.write_rows(output_rows, args.output)
+        if shard:
+            Manifest(
+                shard=shard.index,
+                num_shards=shard.count,
+                start=start,
+                stop=stop,
+                total_rows=total_rows,
+                dataset_keys_sha256=dataset_digest,
+                shard_keys_sha256=keys_digest(samples),
+                format=fmt,
+                field_messages=args.field_messages,
+                field=args.field,
+            ).write(args.output)
+    if args.sidecar:
+        io.write_rows(sidecar_rows(samples, values), args.sidecar)
+    from_cache = len(unique) - len(pending)
+    _print_summary(args, values, len(unique), from_cache, judgements, outcome, stats, cache_path)
+    if outcome.interrupted:
+        log("interrupted: everything scored so far is written; re-run the same command to resume")
+        return EXIT_INTERRUPTED
+    if outcome.fatal:
+        log(f"stopped: {outcome.fatal}")
+        return EXIT_STOPPED
+    return EXIT_NULLS if any(value is None for value in values) else EXIT_OK
+
+
+def _describe_run(args, method, judge) -> str:
+    what = method.name + (
+        f" x{method.samples} (temperature {method.temperature})"
+        if isinstance(method, Verbalized) and method.samples > 1
+        else ""
+    )
+    if args.backend == "openai":
+        key = (
+            "" if judge.has_key else f" ({args.api_key_env} is not set: sending a placeholder key)"
+        )
+        return (
+            f"judge: {what}, model {args.model!r} at {_display_url(args.base_url)}, "
+            f"concurrency {args.concurrency}{key}"
+        )
+    return f"judge: {what}, {args.backend} model {args.model!r}, batches of {judge.batch_size}"
+
+
+def _print_summary(
+    args, values, unique: int, from_cache: int, judgements, outcome, stats, cache_path
+) -> None:
+    scored = [value for value in values if value is not None]
+    nulls = len(values) - len(scored)
+    lines = ["", "elicit summary"]
+    lines.append(f"  rows      {len(values)} ({unique} unique samples)")
+    lines.append(
+        f"  scored    {len(scored)} rows ({from_cache} samples from the cache, "
+        f"{sum(j.ok for j in outcome.judgements.values())} now)"
+    )
+    lines.append(f"  null      {nulls} rows")
+    if stats is not None:
+        rate = len(outcome.judgements) / outcome.elapsed if outcome.elapsed > 0 else math.nan
+        lines.append(f"  judge     {stats.describe()}")
+        lines.append(f"  time      {outcome.elapsed:.1f} s ({rate:.1f} samples/s)")
+    written = [p for p in (args.output, args.sidecar) if p]
+    lines.append(f"  written   {', '.join(written)} (cache: {cache_path})")
+    if scored:
+        lines.append("")
+        lines.extend("  " + line for line in report.quantile_table({"uncertainty": scored}))
+        lines.append("")
+        lines.extend("  " + line for line in report.histogram(scored))
+    if nulls:
+        errors = {judgement.error for judgement in judgements.values() if not judgement.ok}
+        lines.append("")
+        lines.append(
+            f"{nulls} rows could not be scored and are null in the output; re-run the same "
+            "command to retry only those"
+        )
+        for error in sorted(errors)[:3]:
+            lines.append(f"  e.g. {error}")
+    print("\n".join(lines), flush=True)
