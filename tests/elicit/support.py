@@ -1,0 +1,121 @@
+"""Test helpers: a scripted loopback judge, dataset builders, CLI runners.
+
+Rows are numbered in their text ("Q7: ..."), and the scripted judge finds that number in each
+request, so every row's expected score is known exactly and faults can target given rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from axolotl_ual.elicit.fake_server import Reply, Request
+
+REPO = Path(__file__).resolve().parents[2]
+ROW_ID = re.compile(r"\bQ(\d+):")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def row_id(text: str) -> int:
+    match = ROW_ID.search(text)
+    assert match, f"no row id in the judge prompt: {text[:200]!r}"
+    return int(match.group(1))
+
+
+def expected_score(i: int) -> int:
+    """The 1-10 score the scripted judge gives row i when it answers normally."""
+    return 1 + (i * 7) % 10
+
+
+def expected_u(i: int) -> float:
+    return (expected_score(i) - 1) / 9
+
+
+def chat_rows(n: int, start: int = 0) -> list[dict]:
+    return [
+        {
+            "id": i,
+            "messages": [
+                {"role": "user", "content": f"Q{i}: what is {i} + {i}?"},
+                {"role": "assistant", "content": f"{i} + {i} = {2 * i}."},
+            ],
+            "source": "synthetic",
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def alpaca_rows(n: int) -> list[dict]:
+    return [
+        {
+            "instruction": f"Q{i}: name a colour",
+            "input": "" if i % 2 else f"context {i}",
+            "output": f"colour {i}",
+            "id": i,
+        }
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+class ScriptedJudge:
+    """A server policy: the k-th request (from 0) about row i gets `script(i, k, request)`;
+    a script returning None gets the normal answer (`expected_score(i)` for every choice)."""
+
+    def __init__(self, script: Callable[[int, int, Request], Reply | None] | None = None):
+        self.script = script or (lambda i, k, request: None)
+        self.counts: Counter[int] = Counter()
+        self.times: dict[int, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Reply:
+        i = row_id(request.prompt)
+        with self._lock:
+            k = self.counts[i]
+            self.counts[i] += 1
+            self.times.setdefault(i, []).append(request.time)
+        reply = self.script(i, k, request)
+        return reply if reply is not None else Reply([str(expected_score(i))] * request.n)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+def cli_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "axolotl_ual.elicit", *map(str, argv)]
+
+
+def run_cli_subprocess(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+):
+    return subprocess.run(
+        cli_command(*argv),
+        cwd=cwd,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,108 @@
+"""The command-line surface: registration, flags, light imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from axolotl_ual.elicit import cli
+
+from .support import REPO, cli_env
+
+
+def parser():
+    root = argparse.ArgumentParser(prog="axolotl-ual")
+    cli.register(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def test_register_adds_the_three_commands():
+    root = parser()
+    args = root.parse_args(
+        [
+            "elicit",
+            "data.jsonl",
+            "-o",
+            "scored.jsonl",
+            "--backend",
+            "openai",
+            "--base-url",
+            "http://localhost:8000/v1",
+            "--model",
+            "Qwen2.5-72B-Instruct",
+            "--method",
+            "verbalized",
+            "--samples",
+            "3",
+            "--concurrency",
+            "32",
+        ]
+    )
+    assert (
+        args.input,
+        args.output,
+        args.backend,
+        args.base_url,
+        args.model,
+        args.method,
+        args.samples,
+        args.concurrency,
+    ) == (
+        "data.jsonl",
+        "scored.jsonl",
+        "openai",
+        "http://localhost:8000/v1",
+        "Qwen2.5-72B-Instruct",
+        "verbalized",
+        3,
+        32,
+    )
+    assert (
+        root.parse_args(["elicit", "d.jsonl", "--output", "o.jsonl", "--model", "m"]).output
+        == "o.jsonl"
+    )
+    inspect = root.parse_args(["inspect", "scored.jsonl", "--config", "config.yml"])
+    merge = root.parse_args(["merge", "a.jsonl", "b.jsonl", "-o", "all.jsonl"])
+    assert callable(args.func) and callable(inspect.func) and callable(merge.func)
+    assert len({args.func, inspect.func, merge.func}) == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["elicit", "d.jsonl", "--model", "m", "--concurrency", "0"],
+        ["elicit", "d.jsonl", "--model", "m", "--backend", "nope"],
+        ["elicit", "d.jsonl"],
+    ],
+)
+def test_bad_flags_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_help_is_light():
+    """`--help` imports none of the heavy libraries."""
+    code = (
+        "import sys; from axolotl_ual.elicit import cli; "
+        "cli.build_parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'openai', 'vllm', 'datasets', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("axolotl_ual.demo") is None, reason="axolotl_ual.demo not written yet"
+)
+def test_the_axolotl_ual_entry_point_has_the_commands():
+    from axolotl_ual.cli import build_parser
+
+    args = build_parser().parse_args(["elicit", "d.jsonl", "-o", "o.jsonl", "--model", "m"])
+    assert args.func.__module__ == cli.__name__

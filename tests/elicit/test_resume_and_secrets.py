@@ -1,0 +1,174 @@
+"""The CLI as a subprocess: SIGKILL mid-run then resume; the API key never reaches the disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from axolotl_ual import rows as rowlib
+from axolotl_ual.elicit.fake_server import Reply
+
+from .support import (
+    ScriptedJudge,
+    chat_rows,
+    cli_command,
+    cli_env,
+    expected_u,
+    read_jsonl,
+    run_cli_subprocess,
+    write_jsonl,
+)
+
+ROWS = 80
+
+
+def slow_and_flaky(i: int, k: int, request) -> Reply | None:
+    if k == 0 and i % 9 == 4:
+        return Reply(status=500, delay=0.05)
+    return Reply([f"{(i * 7) % 10 + 1}"], delay=0.15)
+
+
+def cache_keys(path) -> set[str]:
+    """Sample keys of the complete records in a cache file (a torn last line is skipped)."""
+    keys = set()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.endswith("}"):
+                keys.add(line.split('"sample_key": "', 1)[1].split('"', 1)[0])
+    return keys
+
+
+def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
+    judge = ScriptedJudge(slow_and_flaky)
+    server = judge_server(judge)
+    rows = chat_rows(ROWS)
+    write_jsonl(tmp_path / "data.jsonl", rows)
+    key_of = {rowlib.sample_key(row, ("messages",)): row["id"] for row in rows}
+    cache = tmp_path / "scored.jsonl.cache.jsonl"
+    argv = [
+        "elicit",
+        "data.jsonl",
+        "--output",
+        "scored.jsonl",
+        "--backend",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "judge",
+        "--method",
+        "verbalized",
+        "--samples",
+        "1",
+        "--concurrency",
+        "4",
+        "--backoff-base",
+        "0.05",
+    ]
+
+    process = subprocess.Popen(
+        cli_command(*argv),
+        cwd=tmp_path,
+        env=cli_env(OPENAI_API_KEY="sk-x"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while len(cache_keys(cache)) < 20 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    time.sleep(0.3)  # let the server finish reading requests sent just before the kill
+    scored_before_kill = {key_of[key] for key in cache_keys(cache)}
+    assert 20 <= len(scored_before_kill) < ROWS  # killed mid-run, with work done
+    assert not (tmp_path / "scored.jsonl").exists()  # the output is only ever written whole
+    counts_at_kill = dict(judge.counts)
+    # at most the requests in flight (--concurrency 4) were answered but not recorded
+    answered = {i for i, n in counts_at_kill.items() if n >= (2 if i % 9 == 4 else 1)}
+    assert len(answered - scored_before_kill) <= 4
+
+    result = run_cli_subprocess(*argv, cwd=tmp_path, env=cli_env(OPENAI_API_KEY="sk-x"))
+    assert result.returncode == 0, result.stderr
+    assert f"{len(scored_before_kill)} already in" in result.stderr
+    # no row scored before the kill was requested again
+    for i in scored_before_kill:
+        assert judge.counts[i] == counts_at_kill[i], f"row {i} was requested again"
+    # every other row was requested in the second run, and only as often as its faults need
+    for i in set(range(ROWS)) - scored_before_kill:
+        new_requests = judge.counts[i] - counts_at_kill.get(i, 0)
+        first_try_in_run_2 = counts_at_kill.get(i, 0) == 0
+        assert new_requests == (2 if first_try_in_run_2 and i % 9 == 4 else 1)
+    # the final output is complete and correct
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert [row["id"] for row in scored] == list(range(ROWS))
+    assert [row["uncertainty"] for row in scored] == pytest.approx(
+        [expected_u(i) for i in range(ROWS)]
+    )
+    assert len(cache_keys(cache)) == ROWS
+
+
+def test_the_api_key_is_never_written(tmp_path, judge_server):
+    secret = "sk-test-" + os.urandom(12).hex()
+
+    def script(i, k, request):
+        assert request.authorization == f"Bearer {secret}"  # the key is really used...
+        if i == 1:  # ...and a server that echoes it back in an error does not get it logged
+            return Reply(status=400, error=f"bad request from {request.authorization}")
+        if i == 2 and k == 0:
+            return Reply(
+                status=429, headers={"Retry-After": "0"}, error=f"slow down {request.authorization}"
+            )
+        if i == 3:
+            return Reply(status=503, error=f"overloaded, key {request.authorization}")
+        return None
+
+    judge = ScriptedJudge(script)
+    server = judge_server(judge)
+    write_jsonl(tmp_path / "data.jsonl", chat_rows(8))
+    argv = [
+        "elicit",
+        "data.jsonl",
+        "-o",
+        "scored.jsonl",
+        "--sidecar",
+        "side.jsonl",
+        "--shard",
+        "0/1",
+        "--base-url",
+        server.base_url,
+        "--model",
+        "judge",
+        "--max-retries",
+        "1",
+        "--backoff-base",
+        "0.01",
+    ]
+    result = run_cli_subprocess(*argv, cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret))
+    assert result.returncode == 1
+    (tmp_path / "stdout.log").write_text(result.stdout)
+    (tmp_path / "stderr.log").write_text(result.stderr)
+    assert "bad request from Bearer ***" in result.stderr  # scrubbed, not just absent
+    inspect = run_cli_subprocess(
+        "inspect", "scored.jsonl", cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret)
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    (tmp_path / "inspect.log").write_text(inspect.stdout + inspect.stderr)
+
+    written = sorted(path for path in tmp_path.rglob("*") if path.is_file())
+    names = {path.name for path in written}
+    assert {
+        "scored.jsonl",
+        "scored.jsonl.cache.jsonl",
+        "side.jsonl",
+        "scored.jsonl.shard.json",
+        "scored.uncertainty.png",
+        "stderr.log",
+    } <= names
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), f"the API key is in {path}"
+        assert secret[8:].encode() not in path.read_bytes(), f"part of the API key is in {path}"
