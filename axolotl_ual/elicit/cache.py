@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..rows import parse_uncertainty
 from .methods import Judgement
 
 
@@ -65,11 +67,10 @@ class ScoreCache:
                 try:
                     record = json.loads(line)
                     key, config = record["sample_key"], record["config"]
-                    judgement = Judgement(
-                        float(record["score"]),
-                        float(record["uncertainty"]),
-                        record.get("detail") or {},
-                    )
+                    uncertainty = parse_uncertainty(record["uncertainty"])
+                    if uncertainty is None or not math.isfinite(record["score"]):
+                        raise ValueError("no score")
+                    judgement = Judgement(record["score"], uncertainty, record.get("detail") or {})
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     self.skipped_lines += 1
                     continue

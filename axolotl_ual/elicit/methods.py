@@ -234,6 +234,8 @@ class Entropy:
 
     @staticmethod
     def judgement(mean_entropy: float, vocab_size: int, tokens: int) -> Judgement:
+        if not tokens or not math.isfinite(mean_entropy):
+            return Judgement.failed(f"no finite entropy over {tokens} response tokens")
         u = min(max(mean_entropy / math.log(vocab_size), 0.0), 1.0)
         return Judgement(mean_entropy, u, {"tokens": tokens, "vocab_size": vocab_size})
 

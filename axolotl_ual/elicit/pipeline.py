@@ -188,6 +188,11 @@ def run_elicit(args) -> int:
             f"elicit: {len(rows)} rows{where} ({len(unique)} unique samples, {fmt}) from {args.input}; "
             f"{len(judgements)} already in {cache_path}, {len(pending)} to score"
         )
+        if cache.other_config_records:
+            log(
+                f"note: {cache.other_config_records} cached records were made with another "
+                "backend/model/method/prompt setting and are not used"
+            )
         outcome = RunOutcome()
         stats = None
         if pending:
@@ -270,7 +275,11 @@ def _print_summary(
     if stats is not None:
         rate = len(outcome.judgements) / outcome.elapsed if outcome.elapsed > 0 else math.nan
         lines.append(f"  judge     {stats.describe()}")
-        lines.append(f"  time      {outcome.elapsed:.1f} s ({rate:.1f} samples/s)")
+        per_request = outcome.cpu / stats.requests * 1000 if stats.requests else math.nan
+        lines.append(
+            f"  time      {outcome.elapsed:.1f} s ({rate:.1f} samples/s); client CPU "
+            f"{outcome.cpu:.2f} s ({per_request:.2f} ms per request)"
+        )
     written = [p for p in (args.output, args.sidecar) if p]
     lines.append(f"  written   {', '.join(written)} (cache: {cache_path})")
     if scored:

@@ -37,6 +37,7 @@ class RunOutcome:
     interrupted: bool = False
     fatal: str | None = None
     elapsed: float = 0.0
+    cpu: float = 0.0  # this process's CPU seconds during the run
 
 
 class _Recorder:
@@ -108,7 +109,7 @@ def run_judge(
 ) -> RunOutcome:
     """Judge every sample of `samples` (unique keys), recording each result in `cache`."""
     outcome = RunOutcome()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     is_async = hasattr(judge, "judge")
     bar = _progress_bar(len(samples), progress)
     streak_limit = max(2 * concurrency, 10) if is_async else len(samples) + 1
@@ -125,6 +126,7 @@ def run_judge(
     finally:
         bar.close()
         outcome.elapsed = time.perf_counter() - started
+        outcome.cpu = time.process_time() - cpu_started
     return outcome
 
 

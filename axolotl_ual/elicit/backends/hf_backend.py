@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..methods import Entropy, Judgement, Logprob, Verbalized, mean_response_entropy, render_plain
 from ..prompts import token_digit
 from .base import BackendError, BackendOptions, RequestStats, judge_verbalized_batch
@@ -153,6 +155,9 @@ class HFJudge:
             )  # [B, 10]
             expected = (mass * torch.arange(10, device=mass.device)).sum(-1) / mass.sum(-1)
             for value, total in zip(expected.tolist(), mass.sum(-1).tolist(), strict=True):
+                if not (total > 0 and math.isfinite(value)):
+                    judgements.append(Judgement.failed("no probability on any digit token"))
+                    continue
                 judgements.append(
                     Judgement(value, self.method.scale.uncertainty(value), {"digit_mass": total})
                 )
