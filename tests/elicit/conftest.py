@@ -4,6 +4,7 @@ session fixture `tiny_model` of tests/conftest.py)."""
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 
@@ -30,10 +31,11 @@ def judge_server():
 
 @pytest.fixture
 def run_elicit(capsys):
-    """Run the CLI in this process; returns (exit code, stdout, stderr)."""
+    """Run a command line (`"elicit data.jsonl -o out.jsonl ..."`) in this process; returns
+    (exit code, stdout, stderr)."""
 
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = elicit_main([str(a) for a in argv])
+    def run(command: str) -> tuple[int, str, str]:
+        code = elicit_main(shlex.split(command))
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -104,15 +105,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli_command(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "axolotl_ual.elicit", *map(str, argv)]
+def cli_command(command: str) -> list[str]:
+    """`python -m axolotl_ual.elicit` with the arguments of a shell-like command string."""
+    return [sys.executable, "-m", "axolotl_ual.elicit", *shlex.split(command)]
 
 
 def run_cli_subprocess(
-    *argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    command: str, *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
 ):
     return subprocess.run(
-        cli_command(*argv),
+        cli_command(command),
         cwd=cwd,
         env=env or cli_env(),
         capture_output=True,

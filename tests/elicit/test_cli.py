@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import subprocess
 import sys
 
@@ -23,48 +24,26 @@ def parser():
 def test_register_adds_the_three_commands():
     root = parser()
     args = root.parse_args(
-        [
-            "elicit",
-            "data.jsonl",
-            "-o",
-            "scored.jsonl",
-            "--backend",
-            "openai",
-            "--base-url",
-            "http://localhost:8000/v1",
-            "--model",
-            "Qwen2.5-72B-Instruct",
-            "--method",
-            "verbalized",
-            "--samples",
-            "3",
-            "--concurrency",
-            "32",
-        ]
+        shlex.split(
+            "elicit data.jsonl -o scored.jsonl --backend openai --base-url http://localhost:8000/v1 "
+            "--model Qwen2.5-72B-Instruct --method verbalized --samples 3 --concurrency 32"
+        )
     )
-    assert (
-        args.input,
-        args.output,
-        args.backend,
-        args.base_url,
-        args.model,
-        args.method,
-        args.samples,
-        args.concurrency,
-    ) == (
-        "data.jsonl",
-        "scored.jsonl",
-        "openai",
-        "http://localhost:8000/v1",
+    parsed = {name: getattr(args, name) for name in ("input", "output", "backend", "base_url")}
+    assert parsed == {
+        "input": "data.jsonl",
+        "output": "scored.jsonl",
+        "backend": "openai",
+        "base_url": "http://localhost:8000/v1",
+    }
+    assert (args.model, args.method, args.samples, args.concurrency) == (
         "Qwen2.5-72B-Instruct",
         "verbalized",
         3,
         32,
     )
-    assert (
-        root.parse_args(["elicit", "d.jsonl", "--output", "o.jsonl", "--model", "m"]).output
-        == "o.jsonl"
-    )
+    long_form = root.parse_args(shlex.split("elicit d.jsonl --output o.jsonl --model m"))
+    assert long_form.output == "o.jsonl"
     inspect = root.parse_args(["inspect", "scored.jsonl", "--config", "config.yml"])
     merge = root.parse_args(["merge", "a.jsonl", "b.jsonl", "-o", "all.jsonl"])
     assert callable(args.func) and callable(inspect.func) and callable(merge.func)

@@ -29,16 +29,7 @@ def test_every_chat_input_format(tmp_path, judge_server, run_elicit, name):
     io.write_rows(rows, tmp_path / name)
     output = tmp_path / name.replace("data", "scored")  # same format out
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / name,
-        "--output",
-        output,
-        "--sidecar",
-        tmp_path / "side.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / name} --output {output} --sidecar {tmp_path / 'side.jsonl'} --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     scored = io.read_rows(output)
@@ -57,16 +48,7 @@ def test_csv_alpaca_in_and_other_formats_out(tmp_path, judge_server, run_elicit)
     io.write_rows(rows, tmp_path / "data.csv")
     for output in ("scored.csv", "scored.parquet", "scored.jsonl"):
         code, _, stderr = run_elicit(
-            "elicit",
-            tmp_path / "data.csv",
-            "-o",
-            tmp_path / output,
-            "--format",
-            "alpaca",
-            "--base-url",
-            server.base_url,
-            "--model",
-            "judge",
+            f"elicit {tmp_path / 'data.csv'} -o {tmp_path / output} --format alpaca --base-url {server.base_url} --model judge"
         )
         assert code == 0, stderr
         scored = io.read_rows(tmp_path / output)
@@ -83,18 +65,7 @@ def test_chat_rows_in_csv(tmp_path, judge_server, run_elicit):
     rows = chat_rows(5)
     io.write_rows(rows, tmp_path / "data.csv")  # messages stored as JSON text
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.csv",
-        "-o",
-        tmp_path / "scored.jsonl",
-        "--sidecar",
-        tmp_path / "side.jsonl",
-        "--format",
-        "chat",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'data.csv'} -o {tmp_path / 'scored.jsonl'} --sidecar {tmp_path / 'side.jsonl'} --format chat --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     assert [r["uncertainty"] for r in read_jsonl(tmp_path / "scored.jsonl")] == pytest.approx(
@@ -115,51 +86,24 @@ def test_dataset_dict_folder_and_split(tmp_path, judge_server, run_elicit):
     ).save_to_disk(str(tmp_path / "dd"))
     server = judge_server(ScriptedJudge())
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "dd",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--split",
-        "test",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'dd'} -o {tmp_path / 'out.jsonl'} --split test --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [10, 11]
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "dd",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--split",
-        "dev",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'dd'} -o {tmp_path / 'out.jsonl'} --split dev --base-url {server.base_url} --model judge"
     )
     assert code == 2 and "no split 'dev'" in stderr
 
 
-def run_shards(tmp_path, server, run_elicit, count, rows=11, extra=()):
+def run_shards(tmp_path, server, run_elicit, count, rows=11):
     write_jsonl(tmp_path / "data.jsonl", chat_rows(rows))
     outputs = []
     for index in range(count):
         output = tmp_path / f"part{index}.jsonl"
         code, _, stderr = run_elicit(
-            "elicit",
-            tmp_path / "data.jsonl",
-            "-o",
-            output,
-            "--shard",
-            f"{index}/{count}",
-            "--base-url",
-            server.base_url,
-            "--model",
-            "judge",
-            *extra,
+            f"elicit {tmp_path / 'data.jsonl'} -o {output} --shard {index}/{count} "
+            f"--base-url {server.base_url} --model judge"
         )
         assert code == 0, stderr
         outputs.append(output)
@@ -184,13 +128,9 @@ def test_shards_are_contiguous_and_merge_back_in_order(tmp_path, judge_server, r
         7,
     )
 
+    shards = " ".join(map(str, reversed(outputs)))
     code, stdout, stderr = run_elicit(
-        "merge",
-        *reversed(outputs),
-        "-o",
-        tmp_path / "merged.parquet",
-        "--sidecar",
-        tmp_path / "side.jsonl",
+        f"merge {shards} -o {tmp_path / 'merged.parquet'} --sidecar {tmp_path / 'side.jsonl'}"
     )
     assert code == 0, stderr
     merged = io.read_rows(tmp_path / "merged.parquet")
@@ -206,32 +146,33 @@ def test_merge_refuses_incomplete_or_mixed_shards(tmp_path, judge_server, run_el
     server = judge_server(ScriptedJudge())
     outputs = run_shards(tmp_path, server, run_elicit, 3)
 
-    code, _, stderr = run_elicit("merge", outputs[0], outputs[2], "-o", tmp_path / "m.jsonl")
+    code, _, stderr = run_elicit(f"merge {outputs[0]} {outputs[2]} -o {tmp_path / 'm.jsonl'}")
     assert code == 2 and "missing shard(s) 1/3" in stderr
     code, _, stderr = run_elicit(
-        "merge", outputs[0], outputs[1], outputs[1], outputs[2], "-o", tmp_path / "m.jsonl"
+        f"merge {outputs[0]} {outputs[1]} {outputs[1]} {outputs[2]} -o {tmp_path / 'm.jsonl'}"
     )
     assert code == 2 and "shard 1/3 given twice" in stderr
     assert not (tmp_path / "m.jsonl").exists()
 
+    all_shards = " ".join(map(str, outputs))
     rows = read_jsonl(outputs[1])
     write_jsonl(outputs[1], rows[:-1])  # a truncated shard
-    code, _, stderr = run_elicit("merge", *outputs, "-o", tmp_path / "m.jsonl")
+    code, _, stderr = run_elicit(f"merge {all_shards} -o {tmp_path / 'm.jsonl'}")
     assert code == 2 and "part1.jsonl has 3 rows, its manifest says 4" in stderr
     rows[0]["messages"][0]["content"] = "Q3: edited"
     write_jsonl(outputs[1], rows)
-    code, _, stderr = run_elicit("merge", *outputs, "-o", tmp_path / "m.jsonl")
+    code, _, stderr = run_elicit(f"merge {all_shards} -o {tmp_path / 'm.jsonl'}")
     assert code == 2 and "not the ones its manifest records" in stderr
 
     (tmp_path / "part0.jsonl.shard.json").unlink()
-    code, _, stderr = run_elicit("merge", *outputs, "-o", tmp_path / "m.jsonl")
+    code, _, stderr = run_elicit(f"merge {all_shards} -o {tmp_path / 'm.jsonl'}")
     assert code == 2 and "no shard manifest part0.jsonl.shard.json" in stderr
 
     other = tmp_path / "other"
     other.mkdir()
     other_outputs = run_shards(other, server, run_elicit, 3, rows=12)  # a different dataset
     code, _, stderr = run_elicit(
-        "merge", other_outputs[0], outputs[1], outputs[2], "-o", tmp_path / "m.jsonl"
+        f"merge {other_outputs[0]} {outputs[1]} {outputs[2]} -o {tmp_path / 'm.jsonl'}"
     )
     assert code == 2 and "shards of different runs" in stderr
 
@@ -249,14 +190,7 @@ def test_the_training_side_joins_the_sidecar(tmp_path, judge_server, run_elicit)
     io.write_rows(rows, tmp_path / "data.parquet")
     server = judge_server(ScriptedJudge())
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "--sidecar",
-        tmp_path / "side.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'data.jsonl'} --sidecar {tmp_path / 'side.jsonl'} --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     settings = UncertaintySettings(source="sidecar", file=str(tmp_path / "side.jsonl"))

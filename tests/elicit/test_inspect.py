@@ -38,7 +38,7 @@ def test_power_mapping_quantiles_and_png(tmp_path, run_elicit):
         "base_model: x\nual_smoothing_min: 0.05\nual_smoothing_max: 0.25\n"
         "ual_mapping: power\nual_mapping_power: 2\nlearning_rate: 0.1\n"
     )
-    code, stdout, stderr = run_elicit("inspect", scored, "--config", config)
+    code, stdout, stderr = run_elicit(f"inspect {scored} --config {config}")
     assert code == 0, stderr
     eps = [0.05 + 0.2 * u**2 for u in U_VALUES]
     assert table_row(stdout, "u") == pytest.approx(expected_row(U_VALUES), abs=5e-5)
@@ -55,7 +55,7 @@ def test_rank_mapping_spreads_epsilon_over_the_data(tmp_path, run_elicit):
     scored = write_scored(tmp_path, U_VALUES)
     config = tmp_path / "config.yml"
     config.write_text("ual_mapping: rank\nual_smoothing_max: 0.3\n")
-    code, stdout, _ = run_elicit("inspect", scored, "--config", config, "--png", tmp_path / "h.png")
+    code, stdout, _ = run_elicit(f"inspect {scored} --config {config} --png {tmp_path / 'h.png'}")
     assert code == 0
     # mid-ranks of [0, .1, .2, .2, .5, .9, 1] over n-1 = 6: 0, 1/6, 2.5/6 (tied), 2.5/6, 4/6, 5/6, 1
     eps = [0.3 * r / 6 for r in (0, 1, 2.5, 2.5, 4, 5, 6)]
@@ -70,7 +70,7 @@ def test_constant_source_and_missing_values(tmp_path, run_elicit):
         "ual_uncertainty_source: constant\nual_smoothing_max: 0.1\n"
         "ual_missing_uncertainty: default\nual_default_uncertainty: 0.5\n"
     )
-    code, stdout, _ = run_elicit("inspect", scored, "--config", config)
+    code, stdout, _ = run_elicit(f"inspect {scored} --config {config}")
     assert code == 0
     assert table_row(stdout, "eps") == pytest.approx(
         [3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], abs=5e-5
@@ -82,7 +82,7 @@ def test_missing_values_without_a_default_are_flagged(tmp_path, run_elicit):
     scored = write_scored(tmp_path, [0.2, None], field="u")
     config = tmp_path / "config.yml"
     config.write_text("ual_uncertainty_field: u\n")
-    code, stdout, _ = run_elicit("inspect", scored, "--config", config)
+    code, stdout, _ = run_elicit(f"inspect {scored} --config {config}")
     assert code == 0
     assert "1 rows have no uncertainty: training stops on them" in stdout
     assert table_row(stdout, "u")[0] == 1
@@ -90,16 +90,16 @@ def test_missing_values_without_a_default_are_flagged(tmp_path, run_elicit):
 
 def test_inspect_errors(tmp_path, run_elicit):
     scored = write_scored(tmp_path, [0.2, 1.5])
-    code, _, stderr = run_elicit("inspect", scored)
+    code, _, stderr = run_elicit(f"inspect {scored}")
     assert code == 2 and "row 1: field 'uncertainty': 1.5 is outside [0, 1]" in stderr
     write_scored(tmp_path, [0.2])
     config = tmp_path / "config.yml"
     config.write_text("ual_smoothing_max: 1.5\n")
-    code, _, stderr = run_elicit("inspect", scored, "--config", config)
+    code, _, stderr = run_elicit(f"inspect {scored} --config {config}")
     assert code == 2 and "invalid ual_* settings" in stderr and "ual_smoothing_max=1.5" in stderr
     config.write_text("ual_uncertainty_source: sidecar\nual_uncertainty_file: side.jsonl\n")
-    code, _, stderr = run_elicit("inspect", scored, "--config", config)
+    code, _, stderr = run_elicit(f"inspect {scored} --config {config}")
     assert code == 2 and "side.jsonl" in stderr and "does not exist" in stderr
     (tmp_path / "side.jsonl").write_text("")  # found relative to the config's folder
-    code, _, stderr = run_elicit("inspect", scored, "--config", config)
+    code, _, stderr = run_elicit(f"inspect {scored} --config {config}")
     assert code == 0, stderr

@@ -80,18 +80,7 @@ def test_hf_entropy_matches_an_independent_computation(
     rows = entropy_rows()
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, stdout, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--backend",
-        "hf",
-        "--model",
-        tiny_model,
-        "--method",
-        "entropy",
-        "--batch-size",
-        "4",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --method entropy --batch-size 4"
     )
     assert code == 1, stderr  # row 6 has no response to measure
     scored = read_jsonl(tmp_path / "out.jsonl")
@@ -113,18 +102,7 @@ def test_hf_logprob_matches_the_digit_distribution(
     rows[2]["messages"][0]["content"] += " (a longer question, for padding)" * 4
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--backend",
-        "hf",
-        "--model",
-        tiny_model,
-        "--method",
-        "logprob",
-        "--batch-size",
-        "3",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --method logprob --batch-size 3"
     )
     assert code == 0, stderr
     digit_of = {i: token_digit(tokenizer.decode([i])) for i in range(len(tokenizer))}
@@ -156,18 +134,7 @@ def test_hf_verbalized_parses_greedy_generations(
     rows = chat_rows(3)
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, _ = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--backend",
-        "hf",
-        "--model",
-        tiny_model,
-        "--max-tokens",
-        "3",
-        "--parse-retries",
-        "0",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --max-tokens 3 --parse-retries 0"
     )
     scored = read_jsonl(tmp_path / "out.jsonl")
     expected = []
@@ -193,16 +160,7 @@ def test_hf_verbalized_parses_greedy_generations(
 def test_entropy_needs_a_local_model(tmp_path, run_elicit):
     write_jsonl(tmp_path / "data.jsonl", chat_rows(1))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "o.jsonl",
-        "--model",
-        "m",
-        "--method",
-        "entropy",
-        "--backend",
-        "openai",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'o.jsonl'} --model m --method entropy --backend openai"
     )
     assert code == 2 and "use --backend hf or --backend vllm" in stderr
 
@@ -211,14 +169,7 @@ def test_entropy_needs_a_local_model(tmp_path, run_elicit):
 def test_vllm_missing_names_the_extra(tmp_path, run_elicit):
     write_jsonl(tmp_path / "data.jsonl", chat_rows(1))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "o.jsonl",
-        "--model",
-        "m",
-        "--backend",
-        "vllm",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'o.jsonl'} --model m --backend vllm"
     )
     assert code == 2 and "pip install 'axolotl-ual[vllm]'" in stderr
     assert not (tmp_path / "o.jsonl").exists()

@@ -13,7 +13,7 @@ from .support import ScriptedJudge, chat_rows, expected_score, expected_u, read_
 
 ALWAYS_UNPARSABLE = {5, 15}
 ALWAYS_503 = {25}
-FAST_RETRIES = ["--max-retries", "2", "--backoff-base", "0.05", "--backoff-max", "0.2"]
+FAST_RETRIES = "--max-retries 2 --backoff-base 0.05 --backoff-max 0.2"
 
 
 def faulty(i: int, k: int, request) -> Reply | None:
@@ -41,28 +41,11 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
     rows = chat_rows(30)
     write_jsonl(tmp_path / "data.jsonl", rows)
     out = tmp_path / "scored.jsonl"
-    argv = [
-        "elicit",
-        tmp_path / "data.jsonl",
-        "--output",
-        out,
-        "--backend",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--method",
-        "verbalized",
-        "--samples",
-        "1",
-        "--concurrency",
-        "8",
-        "--timeout",
-        "1",
-        *FAST_RETRIES,
-    ]
-    code, stdout, stderr = run_elicit(*argv)
+    command = (
+        f"elicit {tmp_path / 'data.jsonl'} --output {out} --backend openai --base-url {server.base_url} "
+        f"--model judge --method verbalized --samples 1 --concurrency 8 --timeout 1 {FAST_RETRIES}"
+    )
+    code, stdout, stderr = run_elicit(command)
 
     nulls = ALWAYS_UNPARSABLE | ALWAYS_503
     assert code == 1, stderr  # some rows are null
@@ -111,7 +94,7 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
         rowlib.sample_key(row, ("messages",)) for row in rows if row["id"] not in nulls
     }
     before = dict(judge.counts)
-    code, stdout, _ = run_elicit(*argv)
+    code, stdout, _ = run_elicit(command)
     assert code == 1
     assert {
         i: judge.counts[i] - before[i] for i in judge.counts if judge.counts[i] != before[i]
@@ -124,18 +107,7 @@ def test_all_scored_exits_zero_and_sidecar_matches(tmp_path, judge_server, run_e
     rows = chat_rows(12)
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, stdout, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "scored.jsonl",
-        "--sidecar",
-        tmp_path / "side.jsonl",
-        "--field",
-        "u",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'scored.jsonl'} --sidecar {tmp_path / 'side.jsonl'} --field u --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     scored = read_jsonl(tmp_path / "scored.jsonl")
@@ -159,14 +131,7 @@ def test_sidecar_only_and_duplicate_rows_are_asked_once(tmp_path, judge_server, 
     rows = chat_rows(4) + chat_rows(4)  # every sample twice
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "--sidecar",
-        tmp_path / "side.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'data.jsonl'} --sidecar {tmp_path / 'side.jsonl'} --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
     assert dict(judge.counts) == {0: 1, 1: 1, 2: 1, 3: 1}
@@ -189,16 +154,7 @@ def test_several_samples_are_averaged(tmp_path, judge_server, run_elicit):
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--samples",
-        "3",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --samples 3"
     )
     assert code == 0, stderr
     for row in read_jsonl(tmp_path / "out.jsonl"):
@@ -212,16 +168,7 @@ def test_a_server_that_ignores_n_is_asked_again(tmp_path, judge_server, run_elic
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(2))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--samples",
-        "3",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --samples 3"
     )
     assert code == 0, stderr
     assert [r["uncertainty_score"] for r in read_jsonl(tmp_path / "out.jsonl")] == [
@@ -264,16 +211,7 @@ def test_logprob_method_reads_the_expected_digit(tmp_path, judge_server, run_eli
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(8))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--method",
-        "logprob",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --method logprob"
     )
     assert code == 1, stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
@@ -293,18 +231,7 @@ def test_logprob_method_stops_when_the_server_gives_no_logprobs(tmp_path, judge_
     server = judge_server(ScriptedJudge(lambda i, k, request: Reply(["5"])))
     write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--method",
-        "logprob",
-        "--concurrency",
-        "1",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --method logprob --concurrency 1"
     )
     assert code == 3
     assert "answered without logprobs" in stderr
@@ -318,16 +245,7 @@ def test_bad_key_stops_the_run_at_once(tmp_path, judge_server, run_elicit):
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(50))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--concurrency",
-        "4",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --concurrency 4"
     )
     assert code == 3
     assert "HTTP 401: Incorrect API key provided" in stderr
@@ -343,14 +261,7 @@ def test_a_client_error_nulls_only_its_row(tmp_path, judge_server, run_elicit):
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge"
     )
     assert code == 1
     assert [r["uncertainty"] is None for r in read_jsonl(tmp_path / "out.jsonl")] == [
@@ -367,20 +278,7 @@ def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(40))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--concurrency",
-        "2",
-        "--max-retries",
-        "1",
-        "--backoff-base",
-        "0.01",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --concurrency 2 --max-retries 1 --backoff-base 0.01"
     )
     assert code == 3
     assert "the last 10 samples all failed after every retry" in stderr
@@ -395,18 +293,7 @@ def test_unreachable_server(tmp_path, run_elicit):
         port = probe.getsockname()[1]
     write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
     code, stdout, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--base-url",
-        f"http://127.0.0.1:{port}/v1",
-        "--model",
-        "judge",
-        "--max-retries",
-        "1",
-        "--backoff-base",
-        "0.01",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url http://127.0.0.1:{port}/v1 --model judge --max-retries 1 --backoff-base 0.01"
     )
     assert code == 1
     assert "connection error after 2 attempts" in stderr
@@ -414,30 +301,20 @@ def test_unreachable_server(tmp_path, run_elicit):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("flags", "message"),
     [
-        (["--method", "entropy"], "--method entropy measures a local model"),
-        (["--samples", "3", "--temperature", "0"], "--samples 3 needs --temperature > 0"),
-        (
-            ["--method", "logprob", "--samples", "2"],
-            "--samples applies to --method verbalized only",
-        ),
-        (["--shard", "4/4"], "need 0 <= i < n"),
-        (["--field", "messages"], "is the sample's content"),
+        ("--method entropy", "--method entropy measures a local model"),
+        ("--samples 3 --temperature 0", "--samples 3 needs --temperature > 0"),
+        ("--method logprob --samples 2", "--samples applies to --method verbalized only"),
+        ("--shard 4/4", "need 0 <= i < n"),
+        ("--field messages", "is the sample's content"),
     ],
 )
-def test_usage_errors(tmp_path, run_elicit, argv, message):
+def test_usage_errors(tmp_path, run_elicit, flags, message):
     write_jsonl(tmp_path / "data.jsonl", chat_rows(2))
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--model",
-        "judge",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
-        *argv,
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --model judge "
+        f"--base-url http://127.0.0.1:9/v1 {flags}"
     )
     assert code == 2
     assert message in stderr
@@ -449,19 +326,12 @@ def test_input_errors_name_row_field_and_value(tmp_path, run_elicit):
     rows[2]["messages"][1]["content"] = {"text": 5}
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, stderr = run_elicit(
-        "elicit",
-        tmp_path / "data.jsonl",
-        "-o",
-        tmp_path / "out.jsonl",
-        "--model",
-        "judge",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --model judge --base-url http://127.0.0.1:9/v1"
     )
     assert code == 2
     assert "row 2, messages[1]: 'content' must be a string, got dict: {'text': 5}" in stderr
     assert not (tmp_path / "out.jsonl").exists()
     code, _, stderr = run_elicit(
-        "elicit", tmp_path / "data.jsonl", "-o", tmp_path / "data.jsonl", "--model", "m"
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'data.jsonl'} --model m"
     )
     assert code == 2 and "is the input" in stderr

@@ -49,29 +49,13 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     write_jsonl(tmp_path / "data.jsonl", rows)
     key_of = {rowlib.sample_key(row, ("messages",)): row["id"] for row in rows}
     cache = tmp_path / "scored.jsonl.cache.jsonl"
-    argv = [
-        "elicit",
-        "data.jsonl",
-        "--output",
-        "scored.jsonl",
-        "--backend",
-        "openai",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--method",
-        "verbalized",
-        "--samples",
-        "1",
-        "--concurrency",
-        "4",
-        "--backoff-base",
-        "0.05",
-    ]
+    command = (
+        f"elicit data.jsonl --output scored.jsonl --backend openai --base-url {server.base_url} "
+        "--model judge --method verbalized --samples 1 --concurrency 4 --backoff-base 0.05"
+    )
 
     process = subprocess.Popen(
-        cli_command(*argv),
+        cli_command(command),
         cwd=tmp_path,
         env=cli_env(OPENAI_API_KEY="sk-x"),
         stdout=subprocess.DEVNULL,
@@ -92,7 +76,7 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     answered = {i for i, n in counts_at_kill.items() if n >= (2 if i % 9 == 4 else 1)}
     assert len(answered - scored_before_kill) <= 4
 
-    result = run_cli_subprocess(*argv, cwd=tmp_path, env=cli_env(OPENAI_API_KEY="sk-x"))
+    result = run_cli_subprocess(command, cwd=tmp_path, env=cli_env(OPENAI_API_KEY="sk-x"))
     assert result.returncode == 0, result.stderr
     assert f"{len(scored_before_kill)} already in" in result.stderr
     # no row scored before the kill was requested again
@@ -130,31 +114,17 @@ def test_the_api_key_is_never_written(tmp_path, judge_server):
     judge = ScriptedJudge(script)
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(8))
-    argv = [
-        "elicit",
-        "data.jsonl",
-        "-o",
-        "scored.jsonl",
-        "--sidecar",
-        "side.jsonl",
-        "--shard",
-        "0/1",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--max-retries",
-        "1",
-        "--backoff-base",
-        "0.01",
-    ]
-    result = run_cli_subprocess(*argv, cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret))
+    command = (
+        f"elicit data.jsonl -o scored.jsonl --sidecar side.jsonl --shard 0/1 --base-url {server.base_url} "
+        "--model judge --max-retries 1 --backoff-base 0.01"
+    )
+    result = run_cli_subprocess(command, cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret))
     assert result.returncode == 1
     (tmp_path / "stdout.log").write_text(result.stdout)
     (tmp_path / "stderr.log").write_text(result.stderr)
     assert "bad request from Bearer ***" in result.stderr  # scrubbed, not just absent
     inspect = run_cli_subprocess(
-        "inspect", "scored.jsonl", cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret)
+        "inspect scored.jsonl", cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret)
     )
     assert inspect.returncode == 0, inspect.stderr
     (tmp_path / "inspect.log").write_text(inspect.stdout + inspect.stderr)
@@ -172,3 +142,40 @@ def test_the_api_key_is_never_written(tmp_path, judge_server):
     for path in written:
         assert secret.encode() not in path.read_bytes(), f"the API key is in {path}"
         assert secret[8:].encode() not in path.read_bytes(), f"part of the API key is in {path}"
+
+
+def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server):
+    judge = ScriptedJudge(lambda i, k, request: Reply([str((i * 7) % 10 + 1)], delay=0.2))
+    server = judge_server(judge)
+    write_jsonl(tmp_path / "data.jsonl", chat_rows(40))
+    command = f"elicit data.jsonl -o scored.jsonl --base-url {server.base_url} --model judge --concurrency 2"
+    process = subprocess.Popen(
+        cli_command(command),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while (
+        len(cache_keys(tmp_path / "scored.jsonl.cache.jsonl")) < 6 and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted: everything scored so far is written" in stderr
+    partial = read_jsonl(tmp_path / "scored.jsonl")
+    done = [row["id"] for row in partial if row["uncertainty"] is not None]
+    assert len(partial) == 40 and 6 <= len(done) < 40
+    for row in partial:
+        if row["uncertainty"] is not None:
+            assert row["uncertainty"] == pytest.approx(expected_u(row["id"]))
+
+    result = run_cli_subprocess(command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [row["uncertainty"] for row in read_jsonl(tmp_path / "scored.jsonl")] == pytest.approx(
+        [expected_u(i) for i in range(40)]
+    )
+    assert all(judge.counts[i] == 1 for i in done)

@@ -18,17 +18,7 @@ def timed_run(tmp_path, server, rows: int) -> float:
     write_jsonl(folder / "data.jsonl", chat_rows(rows))
     started = time.perf_counter()
     result = run_cli_subprocess(
-        "elicit",
-        "data.jsonl",
-        "-o",
-        "out.jsonl",
-        "--base-url",
-        server.base_url,
-        "--model",
-        "judge",
-        "--concurrency",
-        str(CONCURRENCY),
-        "--no-progress",
+        f"elicit data.jsonl -o out.jsonl --base-url {server.base_url} --model judge --concurrency {CONCURRENCY} --no-progress",
         cwd=folder,
     )
     elapsed = time.perf_counter() - started
