@@ -291,8 +291,8 @@ def _print_summary(
         errors = {judgement.error for judgement in judgements.values() if not judgement.ok}
         lines.append("")
         lines.append(
-            f"{nulls} rows could not be scored and are null in the output; re-run the same "
-            "command to retry only those"
+            f"{nulls} rows are not scored (null in the output); re-run the same command to "
+            "score only those"
         )
         for error in sorted(errors)[:3]:
             lines.append(f"  e.g. {error}")

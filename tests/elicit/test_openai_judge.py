@@ -84,7 +84,7 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
         and "HTTP 500" in stdout
         and "timeout" in stdout
     )
-    assert "3 rows could not be scored" in stdout
+    assert "3 rows are not scored (null in the output)" in stdout
     assert "row 5: not scored: no score in 3 replies: 'I cannot rate this.'" in stderr
 
     # The cache holds the 27 successes; a re-run asks again for the 3 nulls only.

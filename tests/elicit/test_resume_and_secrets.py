@@ -96,7 +96,7 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     assert len(cache_keys(cache)) == ROWS
 
 
-def test_the_api_key_is_never_written(tmp_path, judge_server):
+def test_the_api_key_is_never_written(tmp_path, judge_server, run_elicit, monkeypatch):
     secret = "sk-test-" + os.urandom(12).hex()
 
     def script(i, k, request):
@@ -123,11 +123,10 @@ def test_the_api_key_is_never_written(tmp_path, judge_server):
     (tmp_path / "stdout.log").write_text(result.stdout)
     (tmp_path / "stderr.log").write_text(result.stderr)
     assert "bad request from Bearer ***" in result.stderr  # scrubbed, not just absent
-    inspect = run_cli_subprocess(
-        "inspect scored.jsonl", cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret)
-    )
-    assert inspect.returncode == 0, inspect.stderr
-    (tmp_path / "inspect.log").write_text(inspect.stdout + inspect.stderr)
+    monkeypatch.setenv("OPENAI_API_KEY", secret)  # in this process: torch is already imported
+    code, stdout, stderr = run_elicit(f"inspect {tmp_path / 'scored.jsonl'}")
+    assert code == 0, stderr
+    (tmp_path / "inspect.log").write_text(stdout + stderr)
 
     written = sorted(path for path in tmp_path.rglob("*") if path.is_file())
     names = {path.name for path in written}
@@ -173,8 +172,12 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
         if row["uncertainty"] is not None:
             assert row["uncertainty"] == pytest.approx(expected_u(row["id"]))
 
-    result = run_cli_subprocess(command, cwd=tmp_path)
+    # the concurrency is not part of the cache key: the re-run may use more
+    result = run_cli_subprocess(
+        command.replace("--concurrency 2", "--concurrency 16"), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
+    assert f"{len(done)} already in" in result.stderr
     assert [row["uncertainty"] for row in read_jsonl(tmp_path / "scored.jsonl")] == pytest.approx(
         [expected_u(i) for i in range(40)]
     )
