@@ -150,7 +150,7 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     judge.add_argument(
         "--parse-retries",
         type=_non_negative_int,
-        default=2,
+        default=3,
         help="extra requests after unparsable replies (default: %(default)s)",
     )
     judge.add_argument(
@@ -180,7 +180,7 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     server.add_argument(
         "--timeout",
         type=_positive_float,
-        default=120.0,
+        default=60.0,
         help="seconds per request before it is retried (default: %(default)s)",
     )
     server.add_argument(
@@ -192,13 +192,13 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     server.add_argument(
         "--backoff-base",
         type=_positive_float,
-        default=1.0,
+        default=0.5,
         help="first retry delay in seconds, doubled each retry (default: %(default)s)",
     )
     server.add_argument(
         "--backoff-max",
         type=_positive_float,
-        default=60.0,
+        default=30.0,
         help="longest retry delay without Retry-After (default: %(default)s)",
     )
 

@@ -66,7 +66,7 @@ def _preview(replies: Sequence[str | None]) -> str:
 class JudgeQuestion:
     """A method that asks the judge about the sample (verbalized, logprob)."""
 
-    parse_retries: int = 2
+    parse_retries: int = 3
     max_chars: int = 16000
     scale: ClassVar[Scale]
 

@@ -131,9 +131,9 @@ def parse_score(text: str | None, low: int, high: int) -> float | None:
 
     Accepted, in this order of precedence: a labelled score ("Score: 7", "rating is **7**"; the
     last one wins), a fraction of the scale's top ("7/10", "7 out of 10"), a number alone on the
-    first line ("7", "**7**", "7.\\n\\nBecause..."), the only number in the reply. A score
-    outside the scale ("11", "0" on 1-10) is rejected, not clamped; reasoning in <think> tags is
-    ignored.
+    first line ("7", "**7**", "7.\\n\\nBecause..."), the only number in the reply besides a
+    mention of the scale ("a 3 on a scale of 1-10"). A score outside the scale ("11", "0" on
+    1-10) is rejected, not clamped; reasoning in <think> tags is ignored.
     """
     if not text:
         return None
@@ -148,7 +148,9 @@ def parse_score(text: str | None, low: int, high: int) -> float | None:
     elif alone := _ALONE_ON_FIRST_LINE.match(text.splitlines()[0].strip()):
         candidate = alone.group(1)
     else:
-        numbers = set(_ANY_NUMBER.findall(text))
+        # "a 3 on a scale of 1-10": the scale's own bounds are not candidates
+        unscaled = re.sub(rf"\b{low}\s*(?:-|\u2013|to)\s*{high}\b", " ", text)
+        numbers = set(_ANY_NUMBER.findall(unscaled))
         if len(numbers) == 1:
             candidate = numbers.pop()
     if candidate is None:

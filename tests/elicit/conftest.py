@@ -1,5 +1,4 @@
-"""Fixtures: loopback judge servers and an in-process CLI runner (the tiny local model is the
-session fixture `tiny_model` of tests/conftest.py)."""
+"""Fixtures: loopback judge servers, an in-process CLI runner, a tiny local judge model."""
 
 from __future__ import annotations
 
@@ -40,3 +39,15 @@ def run_elicit(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def judge_model(tmp_path_factory):
+    """A tiny random Llama + tokenizer, built locally in seconds (no fitting: the entropy and
+    logprob checks compare against independent forward passes, whatever the weights)."""
+    from axolotl_ual.tiny_model import build_tiny_model, corpus_from_jsonl
+
+    from .support import REPO
+
+    corpus = corpus_from_jsonl(REPO / "axolotl_ual" / "data" / "sample_chat.jsonl")
+    return build_tiny_model(tmp_path_factory.mktemp("elicit-judge-model"), corpus)

@@ -26,10 +26,10 @@ transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_model):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+def model_and_tokenizer(judge_model):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(judge_model)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        tiny_model, dtype=torch.float32
+        judge_model, dtype=torch.float32
     ).eval()
     return model, tokenizer
 
@@ -74,13 +74,13 @@ def chatml_entropy(model, tokenizer, messages) -> float:
 
 
 def test_hf_entropy_matches_an_independent_computation(
-    tmp_path, tiny_model, model_and_tokenizer, run_elicit
+    tmp_path, judge_model, model_and_tokenizer, run_elicit
 ):
     model, tokenizer = model_and_tokenizer
     rows = entropy_rows()
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, stdout, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --method entropy --batch-size 4"
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {judge_model} --method entropy --batch-size 4"
     )
     assert code == 1, stderr  # row 6 has no response to measure
     scored = read_jsonl(tmp_path / "out.jsonl")
@@ -95,14 +95,14 @@ def test_hf_entropy_matches_an_independent_computation(
 
 
 def test_hf_logprob_matches_the_digit_distribution(
-    tmp_path, tiny_model, model_and_tokenizer, run_elicit
+    tmp_path, judge_model, model_and_tokenizer, run_elicit
 ):
     model, tokenizer = model_and_tokenizer
     rows = chat_rows(3)
     rows[2]["messages"][0]["content"] += " (a longer question, for padding)" * 4
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --method logprob --batch-size 3"
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {judge_model} --method logprob --batch-size 3"
     )
     assert code == 0, stderr
     digit_of = {i: token_digit(tokenizer.decode([i])) for i in range(len(tokenizer))}
@@ -127,14 +127,14 @@ def test_hf_logprob_matches_the_digit_distribution(
 
 
 def test_hf_verbalized_parses_greedy_generations(
-    tmp_path, tiny_model, model_and_tokenizer, run_elicit
+    tmp_path, judge_model, model_and_tokenizer, run_elicit
 ):
     """A random tiny model mostly writes nonsense: what it writes is parsed like any reply."""
     model, tokenizer = model_and_tokenizer
     rows = chat_rows(3)
     write_jsonl(tmp_path / "data.jsonl", rows)
     code, _, _ = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {tiny_model} --max-tokens 3 --parse-retries 0"
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {judge_model} --max-tokens 3 --parse-retries 0"
     )
     scored = read_jsonl(tmp_path / "out.jsonl")
     expected = []

@@ -60,11 +60,14 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
             assert row["uncertainty"] == pytest.approx(expected_u(i), abs=1e-12)
             assert row["uncertainty_score"] == expected_score(i)
 
-    # Exactly one request per normal row, two per transient fault, 1 + 2 parse retries for an
-    # unparsable row, 1 + 2 transport retries for a dead one: the client's own retries are off.
+    # Exactly one request per normal row, two per transient fault, 1 + 3 (default) parse retries
+    # for an unparsable row, 1 + 2 transport retries for a dead one: the client's own retries
+    # are off.
     expected_requests = {}
     for i in range(30):
-        if i in ALWAYS_UNPARSABLE or i in ALWAYS_503:
+        if i in ALWAYS_UNPARSABLE:
+            expected_requests[i] = 4
+        elif i in ALWAYS_503:
             expected_requests[i] = 3
         elif i % 10 in (1, 2, 3, 4):
             expected_requests[i] = 2
@@ -85,7 +88,7 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
         and "timeout" in stdout
     )
     assert "3 rows are not scored (null in the output)" in stdout
-    assert "row 5: not scored: no score in 3 replies: 'I cannot rate this.'" in stderr
+    assert "row 5: not scored: no score in 4 replies: 'I cannot rate this.'" in stderr
 
     # The cache holds the 27 successes; a re-run asks again for the 3 nulls only.
     cache = read_jsonl(tmp_path / "scored.jsonl.cache.jsonl")
@@ -98,7 +101,7 @@ def test_faults_are_retried_and_exact_scores_are_written(tmp_path, judge_server,
     assert code == 1
     assert {
         i: judge.counts[i] - before[i] for i in judge.counts if judge.counts[i] != before[i]
-    } == {5: 3, 15: 3, 25: 3}
+    } == {5: 4, 15: 4, 25: 3}
     assert read_jsonl(out) == scored
 
 
@@ -224,7 +227,7 @@ def test_logprob_method_reads_the_expected_digit(tmp_path, judge_server, run_eli
         expected = (0.6 * (d % 10) + 0.3 * ((d + 3) % 10)) / 0.9
         assert row["uncertainty_score"] == pytest.approx(expected)
         assert row["uncertainty"] == pytest.approx(expected / 9)
-    assert judge.counts[3] == 2 and judge.counts[4] == 3 and judge.counts[0] == 1
+    assert judge.counts[3] == 2 and judge.counts[4] == 4 and judge.counts[0] == 1
 
 
 def test_logprob_method_stops_when_the_server_gives_no_logprobs(tmp_path, judge_server, run_elicit):

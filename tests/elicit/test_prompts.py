@@ -36,6 +36,8 @@ from axolotl_ual.elicit.samples import Message, Sample
         ("The task has one answer (2+2), so Score: 2", 2.0),
         ("<think>could be 3 or 9</think>\n4", 4.0),
         ("The answer: 5", 5.0),
+        ("I'd rate this a 3 on a scale of 1-10.", 3.0),
+        ("On a scale from 1 to 10, this is a 4.", 4.0),
     ],
 )
 def test_parse_score_accepts(reply, score):
@@ -57,6 +59,7 @@ def test_parse_score_accepts(reply, score):
         "<think>probably 7",
         "between 3 and 5",
         "12/10",
+        "a 3 or a 4 on a scale of 1-10",
     ],
 )
 def test_parse_score_rejects(reply):

@@ -15,10 +15,10 @@ class BackendOptions:
     model: str
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    timeout: float = 120.0
+    timeout: float = 60.0
     max_retries: int = 6
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
     batch_size: int | None = None
     device: str = "auto"
     dtype: str = "auto"
