@@ -51,9 +51,10 @@ class UncertaintyToEpsilon:
         if kind == "rank":
             if reference is None or len(reference) == 0:
                 raise ValueError("the rank mapping needs the training samples' uncertainties")
-            self._knots, self._quantiles = _mid_rank_quantiles(
-                torch.as_tensor(reference, dtype=torch.float64)
-            )
+            # uncertainties reach the trainer as float32: rank the float32 values, so that a
+            # training sample's own value falls exactly on its knot
+            values = torch.as_tensor(reference, dtype=torch.float64).float().double()
+            self._knots, self._quantiles = _mid_rank_quantiles(values)
 
     def quantile(self, uncertainty: torch.Tensor) -> torch.Tensor:
         """F(u) in [0, 1]."""

@@ -11,6 +11,7 @@ from axolotl.integrations.base import BasePlugin
 from axolotl.utils.logging import get_logger
 
 from .args import training_args_from_cfg
+from .compat import place_cpu_ranks_on_cpu
 from .prepared_data import isolate_prepared_path
 
 LOG = get_logger(__name__)
@@ -29,6 +30,13 @@ class UALPlugin(BasePlugin):
         path = isolate_prepared_path(cfg)
         LOG.info(f"UAL: prepared datasets for these uncertainty settings live in {path}")
 
+    def load_datasets(self, cfg, preprocess: bool = False):
+        # Not loading anything (axolotl does, with our dataset types): this is the last hook
+        # that sees the normalized config before the model is loaded.
+        if place_cpu_ranks_on_cpu(cfg):
+            LOG.info("UAL: CPU-only multi-process run, loading each rank's model on the CPU")
+        return None
+
     def get_trainer_cls(self, cfg):
         if cfg.rl or cfg.reward_model or cfg.process_reward_model:
             raise ValueError(
@@ -40,7 +48,9 @@ class UALPlugin(BasePlugin):
         return UALTrainer
 
     def get_training_args(self, cfg):
-        return training_args_from_cfg(cfg)
+        # axolotl turns average_tokens_across_devices off, so each data-parallel rank divides by
+        # its own token count; UAL divides by the token count of the whole step, on all ranks
+        return {**training_args_from_cfg(cfg), "average_tokens_across_devices": True}
 
     def get_collator_cls_and_kwargs(self, cfg, is_eval=False):
         from .collator import UALDataCollator, axolotl_collator_cls

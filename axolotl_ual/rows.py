@@ -82,5 +82,6 @@ def parse_uncertainty(value: Any) -> float | None:
     if math.isnan(value):
         raise InvalidUncertainty("NaN is not a valid uncertainty")
     if not 0.0 <= value <= 1.0:
-        raise InvalidUncertainty(f"{value!r} is outside [0, 1]")
+        # %g: some JSON readers return 1.7 as 1.7000000000000002
+        raise InvalidUncertainty(f"{value:.10g} is outside [0, 1]")
     return value

@@ -80,13 +80,21 @@ def build_tiny_model(
     num_layers: int = 2,
     num_heads: int = 4,
     tie_word_embeddings: bool = False,
+    fit_steps: int = 0,
     seed: int = 0,
 ) -> Path:
-    """Train a tokenizer on `corpus`, build a random tiny Llama and save both to `out_dir`."""
+    """Train a tokenizer on `corpus`, build a tiny Llama and save both to `out_dir`.
+
+    A randomly initialized model predicts a target no better than any other token, so its
+    cross entropy against the target and against the uniform distribution are about equal and
+    label smoothing barely changes its loss. `fit_steps` > 0 first fits the model to `corpus`
+    for that many steps, so that smoothing (and any mistake in it) shows clearly in the loss.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
+    corpus = list(corpus)
     tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -103,7 +111,25 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if fit_steps:
+        _fit(model, tokenizer, texts=list(corpus), steps=fit_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _fit(model, tokenizer, texts: list[str], steps: int, lr: float = 3e-3) -> None:
+    """A few full-batch language-modelling steps on `texts` (seconds on a CPU)."""
+    import torch
+
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()

@@ -305,7 +305,9 @@ class UALTrainer(AxolotlTrainer):
         if not self.is_world_process_zero():
             return
         unwrapped = self.accelerator.unwrap_model(model)
-        layers = [type(m).__name__ for m in unwrapped.modules()]
+        # bitsandbytes' own layers (PEFT's LoRA wrappers around them reuse the class names)
+        layers = [type(m).__name__ for m in unwrapped.modules()
+                  if type(m).__module__.startswith("bitsandbytes")]
         record = {
             "loss_path": self.ual_loss_path,
             "fallback_reason": fallback_reason,

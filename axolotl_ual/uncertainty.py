@@ -72,9 +72,11 @@ def resolve_uncertainties(
         keys = _sample_keys(rows, content_fields)
         values = (annotations.get(key) for key in keys)
         where = f"the sidecar file {settings.file!r} (joined by sample content)"
+        missing_text = "no annotation for this sample"
     elif settings.field in rows.column_names:
         values = rows[settings.field]
         where = f"field {settings.field!r}"
+        missing_text = "missing (null)"
     elif settings.missing == "default":
         return [settings.default] * n_rows
     else:
@@ -84,7 +86,8 @@ def resolve_uncertainties(
             "`axolotl-ual elicit`, point ual_uncertainty_field at the right column, or set "
             "ual_missing_uncertainty: default"
         )
-    return _validated(values, settings, dataset_name=dataset_name, where=where)
+    return _validated(values, settings, dataset_name=dataset_name, where=where,
+                      missing_text=missing_text)
 
 
 def _lenient(raw: Any) -> float:
@@ -95,7 +98,9 @@ def _lenient(raw: Any) -> float:
     return math.nan if value is None else value
 
 
-def _validated(values: Iterable[Any], settings, *, dataset_name: str, where: str) -> list[float]:
+def _validated(
+    values: Iterable[Any], settings, *, dataset_name: str, where: str, missing_text: str
+) -> list[float]:
     resolved: list[float] = []
     problems: list[tuple[int, str]] = []
     n_missing = 0
@@ -110,7 +115,7 @@ def _validated(values: Iterable[Any], settings, *, dataset_name: str, where: str
             value = settings.default
             if settings.missing != "default":
                 n_missing += 1
-                problems.append((index, "missing (null)"))
+                problems.append((index, missing_text))
         resolved.append(value)
 
     if problems:

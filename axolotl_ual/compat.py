@@ -1,0 +1,29 @@
+"""Differences between the axolotl versions we support, and workarounds for their gaps.
+
+Everything version- or environment-specific that the plugin needs lives here, so the rest of
+the code reads as if there were one axolotl.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+
+def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
+    """Let a multi-process run without accelerators load its model on the CPU.
+
+    axolotl (0.19 to 0.21) sets `device_map = {"": LOCAL_RANK}` for every multi-process run,
+    which transformers reads as an accelerator index and fails on with "Cannot access
+    accelerator device when none is available". On a CPU-only machine (data parallelism over
+    gloo, as in our tests) each rank belongs on the CPU. Returns whether it changed the config.
+    """
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    device_map = cfg.get("device_map")
+    if isinstance(device_map, dict) and list(device_map) == [""] and isinstance(device_map[""], int):
+        cfg["device_map"] = {"": "cpu"}
+        return True
+    return False

@@ -1,0 +1,99 @@
+"""`axolotl train` end to end in the setups users run: data parallel, QLoRA, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    SAMPLE_CHAT,
+    axolotl_env,
+    log_history,
+    run_axolotl,
+    train,
+    ual_config,
+    write_config,
+)
+from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_reference
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_process_data_parallel_matches_single_process_reference(tiny_model, tiny_tokenizer, tmp_path):
+    """2 ranks x 27 rows (gloo on CPU) = all 54 rows in one step: the same loss as one process.
+
+    Each rank normalizes by the token count of the *global* batch; averaging per-rank means
+    instead would give a different number, since the ranks hold different token counts.
+    """
+    # 27 per rank: accelerate would fill an uneven last batch by repeating samples
+    cfg = ual_config(tiny_model, tmp_path, max_steps=1, micro_batch_size=27)
+    launcher = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "-m", "axolotl.cli.train",
+    ]
+    result = run_axolotl(
+        "train", write_config(tmp_path / "cfg.yml", cfg), launcher=launcher,
+        env={"ACCELERATE_USE_CPU": "1"},  # accelerate: a CPU process group (gloo), not CUDA
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    logged = next(r for r in log_history(tmp_path / "out") if "loss" in r)
+    assert json.loads((tmp_path / "out" / "ual_run.json").read_text())["world_size"] == 2
+
+    rows = read_jsonl(SAMPLE_CHAT)
+    expected, expected_eps = smoothed_loss_reference(
+        tiny_model, axolotl_tokenized(tiny_tokenizer, rows), [0.2 * r["uncertainty"] for r in rows]
+    )
+    assert logged["loss"] == pytest.approx(expected, rel=1e-6)
+    assert logged["ual_epsilon_mean"] == pytest.approx(expected_eps, abs=1e-6)
+
+
+def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
+    cfg = ual_config(
+        tiny_model, tmp_path, max_steps=2, sample_packing=True, micro_batch_size=1,
+        sequence_len=512, adapter="qlora", load_in_4bit=True, lora_r=8, lora_alpha=16,
+        lora_dropout=0.0, lora_target_linear=True, gradient_checkpointing=True,
+        # axolotl's fused LoRA kernels are CUDA-only
+        lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False,
+        val_set_size=0.2, eval_steps=1,
+    )
+    records = train(write_config(tmp_path / "cfg.yml", cfg))
+    run = json.loads((tmp_path / "out" / "ual_run.json").read_text())
+    # the tiny Llama has 2 layers x 7 projections, all quantized to bitsandbytes 4-bit
+    assert run["linear_4bit_layers"] == 14
+    assert run["loss_path"] == "fused"
+    assert 0 < run["trainable_parameters"] < 50_000  # LoRA only: the tiny model has ~150k
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+    train_logs = [r for r in records if "loss" in r]
+    assert len(train_logs) == 2 and all(0 < r["ual_epsilon_mean"] < 0.2 for r in train_logs)
+    evals = [r for r in records if "eval_loss" in r]
+    assert evals, "no evaluation was logged"
+    last = evals[-1]
+    buckets = ("low", "mid", "high")
+    tokens = [last[f"eval_ual_tokens_{b}"] for b in buckets]
+    assert sum(tokens) == last["eval_ual_tokens"] > 0
+    # the overall NLL is the token-weighted mean of the buckets' NLLs
+    weighted = sum(last[f"eval_ual_nll_{b}"] * n for b, n in zip(buckets, tokens) if n) / sum(tokens)
+    assert last["eval_ual_nll"] == pytest.approx(weighted, rel=1e-3)
+
+
+def test_demo_command(tmp_path):
+    """The README's main command, on the embedded default (tiny model, bundled data, CPU)."""
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("axolotl-ual")), "demo", "--workdir", str(workdir)],
+        env=axolotl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "UAL demo finished." in result.stdout
+    from axolotl_ual.demo import logged_metrics
+
+    records = logged_metrics((workdir / "train.log").read_text())
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) >= 3 and losses[-1] < losses[0]  # it learns
+    assert any("eval_ual_nll_high" in r for r in records)

@@ -1,0 +1,83 @@
+"""The `ual_*` keys through axolotl's own config validation (schema merged by the plugin)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from axolotl_ual.args import UALArgs, training_args_from_cfg
+from tests.conftest import SAMPLE_CHAT
+
+UAL_DATASET = {"path": str(SAMPLE_CHAT), "type": "axolotl_ual.chat_template"}
+
+
+def validate(tiny_model, **overrides):
+    """axolotl's `validate_config`, with the plugin registered as `axolotl train` does."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    cfg = DictDefault(
+        {
+            "base_model": str(tiny_model),
+            "plugins": ["axolotl_ual.UALPlugin"],
+            "datasets": [dict(UAL_DATASET)],
+            "micro_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1e-4,
+            "sequence_len": 128,
+            **overrides,
+        }
+    )
+    cfg = DictDefault({k: v for k, v in cfg.items() if v is not None})
+    prepare_plugins(cfg)
+    return validate_config(cfg)
+
+
+def test_defaults_and_values_reach_the_trainer(tiny_model):
+    cfg = validate(tiny_model, ual_smoothing_max=0.3, ual_mapping="rank")
+    args = training_args_from_cfg(cfg)
+    assert args["ual_smoothing_max"] == 0.3 and args["ual_mapping"] == "rank"
+    assert args["ual_uncertainty_source"] == "field" and args["ual_fused_loss"] is True
+    assert cfg.ual_uncertainty_field == "uncertainty"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ual_smoothing_min": 0.3, "ual_smoothing_max": 0.2}, "ual_smoothing_min <= ual_smoothing_max"),
+        ({"ual_smoothing_max": 1.0}, "< 1"),
+        ({"ual_smoothing_min": -0.1}, "0 <= ual_smoothing_min"),
+        ({"ual_uncertainty_source": "judge"}, "ual_uncertainty_source"),
+        ({"ual_mapping": "sigmoid"}, "ual_mapping"),
+        ({"ual_uncertainty_source": "sidecar"}, "needs ual_uncertainty_file"),
+        ({"ual_uncertainty_source": "sidecar", "ual_uncertainty_file": "/nonexistent/scores.jsonl"},
+         "does not exist"),
+        ({"ual_uncertainty_file": str(SAMPLE_CHAT)}, "only read with ual_uncertainty_source: sidecar"),
+        ({"ual_default_uncertainty": 1.5}, "ual_default_uncertainty"),
+        ({"ual_eval_buckets": [0.7, 0.3]}, "increasing cut points"),
+        ({"label_smoothing_factor": 0.1}, "label_smoothing_factor"),
+        ({"datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
+         "no dataset uses a UAL type"),
+    ],
+)
+def test_invalid_configs_name_the_key(tiny_model, overrides, message):
+    with pytest.raises((ValidationError, ValueError), match=message):
+        validate(tiny_model, **overrides)
+
+
+def test_ual_args_alone():
+    assert UALArgs().ual_smoothing_max == 0.2
+    with pytest.raises(ValidationError, match="ual_smoothing_min"):
+        UALArgs(ual_smoothing_min=0.5, ual_smoothing_max=0.4)
+
+
+def test_ual_dataset_without_the_plugin_says_what_to_add(tiny_tokenizer):
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_ual import alpaca, chat_template
+
+    cfg = DictDefault({"sequence_len": 128, "chat_template": "tokenizer_default", "plugins": []})
+    for module in (chat_template, alpaca):
+        with pytest.raises(ValueError, match=r"add `plugins: \[axolotl_ual.UALPlugin\]`"):
+            module.load(tiny_tokenizer, cfg, DictDefault(UAL_DATASET))

@@ -1,0 +1,159 @@
+"""UAL dataset types tokenize exactly like axolotl's own, plus an aligned per-token uncertainty."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from axolotl.utils.data.wrappers import get_dataset_wrapper
+from axolotl.utils.dict import DictDefault
+from datasets import Dataset
+
+from axolotl_ual.dataset_strategy import UNCERTAINTY_COLUMN
+from axolotl_ual.rows import CHAT, content_fields, sample_key
+from axolotl_ual.uncertainty import UncertaintyDataError, UncertaintySettings, resolve_uncertainties
+from tests.conftest import SAMPLE_ALPACA, SAMPLE_CHAT
+from tests.reference import read_jsonl
+
+
+def _cfg(**overrides):
+    return DictDefault({
+        "plugins": ["axolotl_ual.UALPlugin"], "sequence_len": 256, "train_on_inputs": False,
+        "chat_template": "tokenizer_default", "dataset_num_proc": 1, **overrides,
+    })
+
+
+def _tokenize(tokenizer, cfg, ds_type, rows, **ds_options):
+    """Tokenize `rows` through axolotl's real dispatch (`get_dataset_wrapper`)."""
+    ds_cfg = DictDefault({"path": "rows.jsonl", "type": ds_type, **ds_options})
+    dataset, _ = get_dataset_wrapper(ds_cfg, tokenizer, cfg, ds_type, Dataset.from_list(rows))
+    return dataset
+
+
+CHAT_OPTIONS = [
+    {},
+    {"roles_to_train": ["user", "assistant"]},
+    {"train_on_eos": "all"},
+    {"train_on_eos": "last"},
+    {"roles_to_train": ["assistant"], "train_on_eos": "none"},
+]
+
+
+@pytest.mark.parametrize("options", CHAT_OPTIONS, ids=lambda o: json.dumps(o) if o else "defaults")
+@pytest.mark.parametrize("train_on_inputs", [False, True])
+def test_chat_template_equals_axolotl(tiny_tokenizer, options, train_on_inputs):
+    rows = read_jsonl(SAMPLE_CHAT)
+    cfg = _cfg(train_on_inputs=train_on_inputs)
+    ours = _tokenize(tiny_tokenizer, cfg, "axolotl_ual.chat_template", rows, field_messages="messages", **options)
+    theirs = _tokenize(tiny_tokenizer, cfg, "chat_template", rows, field_messages="messages", **options)
+    _assert_same_plus_uncertainty(ours, theirs, [r["uncertainty"] for r in rows])
+
+
+@pytest.mark.parametrize("train_on_inputs", [False, True])
+def test_alpaca_equals_axolotl(tiny_tokenizer, train_on_inputs):
+    rows = read_jsonl(SAMPLE_ALPACA)
+    cfg = _cfg(train_on_inputs=train_on_inputs)
+    ours = _tokenize(tiny_tokenizer, cfg, "axolotl_ual.alpaca", rows)
+    theirs = _tokenize(tiny_tokenizer, cfg, "alpaca", rows)
+    _assert_same_plus_uncertainty(ours, theirs, [r["uncertainty"] for r in rows])
+
+
+def _assert_same_plus_uncertainty(ours, theirs, uncertainties):
+    assert set(ours.column_names) == set(theirs.column_names) | {UNCERTAINTY_COLUMN}
+    for column in theirs.column_names:
+        assert ours[column] == theirs[column], column
+    assert any(any(l != -100 for l in labels) for labels in ours["labels"])
+    for values, ids, u in zip(ours[UNCERTAINTY_COLUMN], ours["input_ids"], uncertainties):
+        assert len(values) == len(ids) and values == pytest.approx([u] * len(ids))
+
+
+# --- resolving and validating each row's uncertainty ----------------------------------
+
+
+def _resolve(rows, **settings):
+    return resolve_uncertainties(Dataset.from_list(rows), UncertaintySettings(**settings),
+                                 dataset_name="data.jsonl", content_fields=content_fields(CHAT))
+
+
+MSG = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (1.5, "row 1: 1.5 is outside [0, 1]"),
+        (-0.2, "row 1: -0.2 is outside [0, 1]"),
+        (math.nan, "row 1: NaN is not a valid uncertainty"),
+        (None, "row 1: missing (null)"),
+    ],
+)
+def test_bad_values_name_dataset_row_and_value(value, fragment):
+    rows = [{"messages": MSG, "uncertainty": 0.2}, {"messages": MSG, "uncertainty": value}]
+    with pytest.raises(UncertaintyDataError) as error:
+        _resolve(rows)
+    assert "dataset 'data.jsonl'" in str(error.value) and fragment in str(error.value)
+
+
+def test_non_numeric_values_are_refused():
+    rows = [{"messages": MSG, "uncertainty": "0.3"}, {"messages": MSG, "uncertainty": "high"}]
+    with pytest.raises(UncertaintyDataError, match=r"row 0: '0.3' is not a number .*row 1: 'high'"):
+        _resolve(rows)
+
+
+def test_every_bad_row_is_counted_and_the_first_five_shown():
+    rows = [{"messages": MSG, "uncertainty": 2.0} for _ in range(8)]
+    with pytest.raises(UncertaintyDataError, match=r"8 row\(s\) .*row 4: 2 is outside .*and 3 more"):
+        _resolve(rows)
+
+
+def test_missing_values_use_the_default_when_asked():
+    rows = [{"messages": MSG, "uncertainty": 0.3}, {"messages": MSG, "uncertainty": None}]
+    assert _resolve(rows, missing="default", default=0.6) == [0.3, 0.6]
+    # invalid values are still errors
+    with pytest.raises(UncertaintyDataError, match="outside"):
+        _resolve(rows + [{"messages": MSG, "uncertainty": 3.0}], missing="default")
+
+
+def test_missing_column():
+    rows = [{"messages": MSG}]
+    with pytest.raises(UncertaintyDataError, match=r"has no column 'uncertainty'.*columns are \['messages'\]"):
+        _resolve(rows)
+    assert _resolve(rows, missing="default", default=0.4) == [0.4]
+
+
+def test_sidecar_joins_by_content(tmp_path):
+    other = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    rows = [{"messages": MSG, "id": 1}, {"messages": other, "id": 2}]
+    sidecar = tmp_path / "scores.jsonl"
+    sidecar.write_text(
+        json.dumps({"sample_key": sample_key({"messages": other}, ["messages"]), "uncertainty": 0.05}) + "\n"
+        + json.dumps({"sample_key": sample_key({"messages": MSG}, ["messages"]), "uncertainty": 0.8}) + "\n"
+    )
+    assert _resolve(rows, source="sidecar", file=str(sidecar)) == [0.8, 0.05]
+
+    unknown = rows + [{"messages": [{"role": "user", "content": "new"}], "id": 3}]
+    with pytest.raises(UncertaintyDataError, match=r"sidecar file .*row 2: no annotation for this sample"):
+        _resolve(unknown, source="sidecar", file=str(sidecar))
+
+
+def test_sidecar_conflicting_duplicates(tmp_path):
+    key = sample_key({"messages": MSG}, ["messages"])
+    sidecar = tmp_path / "scores.jsonl"
+    sidecar.write_text("".join(json.dumps({"sample_key": key, "uncertainty": u}) + "\n" for u in (0.1, 0.2)))
+    with pytest.raises(UncertaintyDataError, match="line 2: sample .* appears twice"):
+        _resolve([{"messages": MSG}], source="sidecar", file=str(sidecar))
+
+
+def test_constant_source_keeps_usable_values_for_metrics_only():
+    rows = [{"messages": MSG, "uncertainty": u} for u in (0.3, None, 1.5)]
+    got = _resolve(rows, source="constant")
+    assert got[0] == 0.3 and math.isnan(got[1]) and math.isnan(got[2])
+    assert all(math.isnan(v) for v in _resolve([{"messages": MSG}], source="constant"))
+
+
+def test_bad_rows_fail_through_axolotls_dispatch(tiny_tokenizer):
+    rows = read_jsonl(SAMPLE_CHAT)[:5]
+    rows[3]["uncertainty"] = 7
+    with pytest.raises(UncertaintyDataError, match="dataset 'rows.jsonl'.*row 3: 7 is outside"):
+        _tokenize(tiny_tokenizer, _cfg(), "axolotl_ual.chat_template", rows)
