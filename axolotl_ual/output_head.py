@@ -32,6 +32,14 @@ class OutputHead:
         linear = _effective_linear(self.module)
         return linear.weight, linear.bias
 
+    def linear_inputs(self, hidden: torch.Tensor):
+        """(hidden, weight, bias) such that `scale * (hidden @ W.T + b)` = hidden' @ W.T + b'."""
+        weight, bias = self.weight_and_bias()
+        if self.scale != 1.0:
+            hidden = hidden * self.scale
+            bias = None if bias is None else bias * self.scale
+        return hidden, weight, bias
+
     @contextlib.contextmanager
     def capture(self):
         """Within the block, calls to the head record their input and return empty logits."""

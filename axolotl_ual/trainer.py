@@ -35,6 +35,7 @@ from .loss import (
     token_statistics,
 )
 from .mapping import UncertaintyToEpsilon
+from .metrics import EvalBuckets, TrainingMeter
 from .output_head import OutputHead, UnsupportedHead, find_output_head
 
 LOG = get_logger(__name__)
@@ -69,14 +70,6 @@ def sample_uncertainties(dataset: Any) -> torch.Tensor:
     return torch.as_tensor(firsts.to_numpy(zero_copy_only=False), dtype=torch.float64)
 
 
-def bucket_names(edges: list[float]) -> list[str]:
-    if len(edges) == 2:
-        return ["low", "mid", "high"]
-    if len(edges) == 1:
-        return ["low", "high"]
-    return [f"q{i}" for i in range(len(edges) + 1)]
-
-
 class UALTrainer(AxolotlTrainer):
     """AxolotlTrainer whose loss is label smoothing with one epsilon per sample."""
 
@@ -94,9 +87,8 @@ class UALTrainer(AxolotlTrainer):
         self._batch_uncertainty: torch.Tensor | None = None
         self._batch_training = True
         self._captured: list[torch.Tensor] | None = None
-        self._train_totals: torch.Tensor | None = None  # eps sum, u sum, tokens, tokens with u
-        self._bucket_edges = torch.tensor(list(self.args.ual_eval_buckets), dtype=torch.float32)
-        self._eval_totals: torch.Tensor | None = None  # per bucket: nll sum, correct, tokens
+        self._training_meter = TrainingMeter()
+        self._eval_buckets = EvalBuckets(self.args.ual_eval_buckets)
         LOG.info(
             f"UAL: epsilon = {self.ual_mapping!r} of each sample's uncertainty "
             f"(source: {self.args.ual_uncertainty_source})"
@@ -144,11 +136,11 @@ class UALTrainer(AxolotlTrainer):
 
         if self._batch_training:
             total = self._training_loss_sum(outputs, labels, epsilon)
-            self._record_training(uncertainty, epsilon, valid)
+            self._training_meter.add(uncertainty, epsilon, valid)
         else:
             stats = self._token_statistics(outputs, labels)
             total = stats.smoothed(epsilon)[valid].sum()
-            self._record_eval(uncertainty, stats)
+            self._eval_buckets.add(uncertainty, stats)
         self._batch_uncertainty = self._captured = None
 
         if num_items_in_batch is None:
@@ -164,12 +156,7 @@ class UALTrainer(AxolotlTrainer):
                 f"expected one call of the output head per forward pass, saw "
                 f"{len(self._captured or [])}; set ual_fused_loss: false"
             )
-        hidden = self._captured[0]
-        weight, bias = self.ual_head.weight_and_bias()
-        if self.ual_head.scale != 1.0:
-            hidden = hidden * self.ual_head.scale
-            bias = None if bias is None else bias * self.ual_head.scale
-        return hidden, weight, bias
+        return self.ual_head.linear_inputs(self._captured[0])
 
     def _training_loss_sum(self, outputs, labels, epsilon) -> torch.Tensor:
         if self._captured is None:
@@ -234,64 +221,24 @@ class UALTrainer(AxolotlTrainer):
 
     # --- metrics ------------------------------------------------------------------------
 
-    def _record_training(self, uncertainty, epsilon, valid) -> None:
-        with torch.no_grad():
-            known = valid & ~torch.isnan(uncertainty)
-            row = torch.stack(
-                [
-                    epsilon[valid].double().sum(),
-                    uncertainty[known].double().sum(),
-                    valid.sum().double(),
-                    known.sum().double(),
-                ]
-            )
-            self._train_totals = row if self._train_totals is None else self._train_totals + row
-
-    def _record_eval(self, uncertainty, stats) -> None:
-        n_buckets = len(self.args.ual_eval_buckets) + 1
-        with torch.no_grad():
-            valid = stats.valid
-            bucket = torch.bucketize(uncertainty, self._bucket_edges.to(uncertainty.device), right=True)
-            bucket = bucket.masked_fill(torch.isnan(uncertainty), n_buckets)  # overall only
-            totals = torch.zeros(n_buckets + 1, 3, dtype=torch.float64, device=uncertainty.device)
-            values = torch.stack([stats.nll.double(), stats.correct.double(), torch.ones_like(stats.nll, dtype=torch.float64)], -1)
-            totals.index_add_(0, bucket[valid], values[valid])
-            self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._train_totals is not None:
-            eps_sum, u_sum, tokens, known = self._reduce(self._train_totals).tolist()
-            self._train_totals = None
-            if tokens:
-                logs["ual_epsilon_mean"] = round(eps_sum / tokens, 6)
-            if known:
-                logs["ual_uncertainty_mean"] = round(u_sum / known, 6)
+        meter = self._training_meter
+        if "loss" in logs and meter.totals is not None:
+            logs.update(meter.metrics(self._reduce(meter.totals)))
+            meter.totals = None
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
-        self._eval_totals = None
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
+                        ignore_keys=None, metric_key_prefix="eval"):
+        buckets = self._eval_buckets
+        buckets.totals = None
         output = super().evaluation_loop(
             dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
         )
-        if self._eval_totals is not None:
-            output.metrics.update(self._eval_metrics(self._reduce(self._eval_totals), metric_key_prefix))
-            self._eval_totals = None
+        if buckets.totals is not None:
+            output.metrics.update(buckets.metrics(self._reduce(buckets.totals), metric_key_prefix))
+            buckets.totals = None
         return output
-
-    def _eval_metrics(self, totals: torch.Tensor, prefix: str) -> dict[str, float]:
-        names = bucket_names(list(self.args.ual_eval_buckets))
-        overall = totals.sum(0)
-        metrics = {}
-        rows = [("", overall)]
-        if self.args.ual_uncertainty_source != "constant" or totals[:-1, 2].sum() > 0:
-            rows += [(f"_{name}", totals[i]) for i, name in enumerate(names)]
-        for suffix, (nll, correct, tokens) in rows:
-            tokens = tokens.item()
-            metrics[f"{prefix}_ual_tokens{suffix}"] = int(tokens)
-            if tokens:
-                metrics[f"{prefix}_ual_nll{suffix}"] = round(nll.item() / tokens, 6)
-                metrics[f"{prefix}_ual_accuracy{suffix}"] = round(correct.item() / tokens, 6)
-        return metrics
 
     def _reduce(self, totals: torch.Tensor) -> torch.Tensor:
         """Sum over data-parallel ranks (collective: every rank logs and evaluates)."""
