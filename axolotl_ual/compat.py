@@ -27,3 +27,15 @@ def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
         cfg["device_map"] = {"": "cpu"}
         return True
     return False
+
+
+def wrap_dataset_for_tokenized_prompt(strategy, dataset, **kwargs):
+    """axolotl's `wrap_dataset_for_tokenized_prompt` (maps `strategy` over `dataset`).
+
+    In axolotl 0.21 `axolotl.datasets` and `axolotl.utils.data` import each other; importing
+    `axolotl.datasets` first fails half-way, so enter through `axolotl.utils.data` as axolotl does.
+    """
+    import axolotl.utils.data  # noqa: F401
+    from axolotl.datasets import wrap_dataset_for_tokenized_prompt as wrap
+
+    return wrap(strategy, dataset, **kwargs)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from axolotl.datasets import wrap_dataset_for_tokenized_prompt
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy, PromptTokenizingStrategy
 from datasets import Dataset
 
 from .args import PLUGIN_PATH
+from .compat import wrap_dataset_for_tokenized_prompt
 from .uncertainty import UncertaintySettings, resolve_uncertainties
 
 UNCERTAINTY_COLUMN = "ual_uncertainty"

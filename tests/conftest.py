@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Offline and untracked, in this process too (axolotl reports telemetry unless told not to).
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "axolotl_ual" / "data"
 SAMPLE_CHAT = DATA / "sample_chat.jsonl"

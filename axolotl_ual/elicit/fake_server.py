@@ -146,6 +146,8 @@ class FakeOpenAIServer:
         self.max_requests = max_requests
         self.lifetime = lifetime
         self.requests: list[Request] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests being answered at the same time
         self._lock = threading.Lock()
         self._httpd = _Server((HOST, port), _Handler)
         self._httpd.owner = self
@@ -196,6 +198,15 @@ class FakeOpenAIServer:
     def prompts(self) -> list[str]:
         with self._lock:
             return [request.prompt for request in self.requests]
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _record(self, body: dict[str, Any], authorization: str | None) -> Request | None:
         with self._lock:
@@ -267,8 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = owner.policy(request)
         wait = owner.latency + reply.delay
-        if wait > 0:
-            time.sleep(min(wait, owner.lifetime))
+        owner._enter()
+        try:
+            if wait > 0:
+                time.sleep(min(wait, owner.lifetime))
+        finally:
+            owner._leave()
         if reply.status != 200:
             self._send(
                 reply.status, {"error": {"message": reply.error, "type": "test"}}, reply.headers

@@ -1,38 +1,29 @@
-"""Concurrency really overlaps requests: marginal rows/s close to concurrency / latency."""
+"""Concurrency really overlaps requests (the figures live in benchmarks/elicit_throughput.py).
+
+Counted, not timed: the server records how many requests it was answering at the same time.
+"""
 
 from __future__ import annotations
 
-import re
+import pytest
 
 from axolotl_ual.elicit.fake_server import FakeOpenAIServer
 
 from .support import chat_rows, read_jsonl, run_cli_subprocess, write_jsonl
 
-LATENCY = 0.25
-CONCURRENCY = 16
 
-
-def run_phase_seconds(tmp_path, server, rows: int) -> float:
-    """The command's own timer, first request to last answer: interpreter start-up and imports,
-    which vary a lot on a busy machine, are not in it."""
-    folder = tmp_path / f"run{rows}"
-    folder.mkdir()
-    write_jsonl(folder / "data.jsonl", chat_rows(rows))
-    result = run_cli_subprocess(
-        f"elicit data.jsonl -o out.jsonl --base-url {server.base_url} --model judge "
-        f"--concurrency {CONCURRENCY} --no-progress",
-        cwd=folder,
-    )
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_requests_overlap_up_to_the_concurrency(tmp_path, concurrency):
+    rows = 4 * concurrency
+    write_jsonl(tmp_path / "data.jsonl", chat_rows(rows))
+    # long enough that every worker has a request out before the first answer comes back
+    with FakeOpenAIServer(latency=0.5, lifetime=60) as server:
+        result = run_cli_subprocess(
+            f"elicit data.jsonl -o out.jsonl --base-url {server.base_url} --model judge "
+            f"--concurrency {concurrency} --no-progress",
+            cwd=tmp_path,
+        )
     assert result.returncode == 0, result.stderr
-    assert len(read_jsonl(folder / "out.jsonl")) == rows
-    return float(re.search(r"time +([\d.]+) s", result.stdout).group(1))
-
-
-def test_marginal_throughput_is_close_to_ideal(tmp_path):
-    ideal = CONCURRENCY / LATENCY  # 64 rows/s
-    n = 8 * CONCURRENCY
-    with FakeOpenAIServer(latency=LATENCY, lifetime=60) as server:
-        short = run_phase_seconds(tmp_path, server, n)
-        long = run_phase_seconds(tmp_path, server, 2 * n)
-    marginal = n / (long - short)  # connection set-up and the last wave's tail cancel out
-    assert marginal >= 0.75 * ideal, f"{marginal:.1f} rows/s, ideal {ideal:.0f}"
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == rows
+    assert len(server.requests) == rows
+    assert server.peak_in_flight == concurrency  # never more, and really that many at once
