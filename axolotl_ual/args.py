@@ -57,6 +57,25 @@ def _dataset_types(datasets: Any) -> list[Any]:
     return types
 
 
+# Other ways to compute the loss that cannot be combined with UAL's.
+_LOSS_KEYS = (
+    "label_smoothing_factor",  # HF's global smoothing (axolotl drops it; it would be ignored)
+    "liger_fused_linear_cross_entropy",
+    "liger_cross_entropy",
+    "chunked_cross_entropy",
+    "use_eaft",
+)
+_CCE_PLUGIN = "cut_cross_entropy.CutCrossEntropyPlugin"
+
+
+def _conflicting_loss_keys(data: dict) -> list[str]:
+    found = [f"{key}: {data[key]}" for key in _LOSS_KEYS if data.get(key)]
+    cce_plugin = any(str(p).endswith(_CCE_PLUGIN) for p in data.get("plugins") or [])
+    if cce_plugin and data.get("cut_cross_entropy", True) is not False:  # on by default
+        found.append(f"the {_CCE_PLUGIN} plugin (cut_cross_entropy)")
+    return found
+
+
 class UALArgs(BaseModel):
     """Uncertainty-Aware Learning settings."""
 
@@ -147,13 +166,15 @@ class UALArgs(BaseModel):
                 f"carries an uncertainty: set `type:` of your datasets to one of {UAL_DATASET_TYPES} "
                 f"(found types {types}), or remove the plugin"
             )
-        for key in ("label_smoothing_factor",):
-            if data.get(key):
-                raise ValueError(
-                    f"{key}={data[key]} would add a second, global label smoothing on top of UAL's "
-                    "per-sample smoothing; remove it (use ual_uncertainty_source: constant with "
-                    "ual_smoothing_max for plain label smoothing)"
-                )
+        conflicts = _conflicting_loss_keys(data)
+        if conflicts:
+            raise ValueError(
+                "UAL computes the training loss itself (label smoothing per sample, fused with "
+                "the output layer so the full logits are never built), so these settings would "
+                f"replace it or add a second one: {', '.join(conflicts)}. Remove them: UAL's fused "
+                "loss already saves the logits' memory (ual_fused_loss), and "
+                "ual_uncertainty_source: constant gives plain label smoothing"
+            )
         return data
 
 

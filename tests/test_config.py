@@ -56,7 +56,13 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
         ({"ual_uncertainty_file": str(SAMPLE_CHAT)}, "only read with ual_uncertainty_source: sidecar"),
         ({"ual_default_uncertainty": 1.5}, "ual_default_uncertainty"),
         ({"ual_eval_buckets": [0.7, 0.3]}, "increasing cut points"),
-        ({"label_smoothing_factor": 0.1}, "label_smoothing_factor"),
+        ({"label_smoothing_factor": 0.1}, "label_smoothing_factor: 0.1"),
+        ({"liger_fused_linear_cross_entropy": True}, "liger_fused_linear_cross_entropy: True"),
+        ({"chunked_cross_entropy": True}, "chunked_cross_entropy: True"),
+        ({"use_eaft": True}, "use_eaft: True"),
+        ({"plugins": ["axolotl_ual.UALPlugin",
+                      "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"]},
+         "CutCrossEntropyPlugin"),
         ({"datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
          "no dataset uses a UAL type"),
     ],
@@ -64,6 +70,12 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
 def test_invalid_configs_name_the_key(tiny_model, overrides, message):
     with pytest.raises((ValidationError, ValueError), match=message):
         validate(tiny_model, **overrides)
+
+
+def test_cut_cross_entropy_plugin_switched_off_is_fine(tiny_model):
+    cfg = validate(tiny_model, cut_cross_entropy=False, plugins=[
+        "axolotl_ual.UALPlugin", "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"])
+    assert cfg.cut_cross_entropy is False
 
 
 def test_ual_args_alone():
