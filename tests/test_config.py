@@ -93,3 +93,26 @@ def test_ual_dataset_without_the_plugin_says_what_to_add(tiny_tokenizer):
     for module in (chat_template, alpaca):
         with pytest.raises(ValueError, match=r"add `plugins: \[axolotl_ual.UALPlugin\]`"):
             module.load(tiny_tokenizer, cfg, DictDefault(UAL_DATASET))
+
+
+EXAMPLES = sorted((SAMPLE_CHAT.parents[2] / "example_configs").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_validate(tiny_model, path):
+    """Each example passes axolotl's validation (model and data swapped for local ones)."""
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text())
+    assert "axolotl_ual.UALPlugin" in cfg["plugins"]
+    cfg["datasets"] = [dict(d, path=str(SAMPLE_CHAT)) for d in cfg["datasets"]]
+    cfg.pop("deepspeed", None)  # a file users fetch with `axolotl fetch deepspeed_configs`
+    cfg.pop("base_model")
+    validated = validate(tiny_model, **cfg)
+    assert 0 <= validated.ual_smoothing_min <= validated.ual_smoothing_max < 1
+
+
+def test_examples_exist():
+    assert {p.name for p in EXAMPLES} >= {
+        "tiny_cpu_demo.yml", "qlora_8b_24gb.yml", "lora_7b.yml", "full_finetune.yml",
+        "baseline_fixed_smoothing.yml", "baseline_sft.yml"}
