@@ -12,6 +12,26 @@ from typing import Any
 import torch
 
 
+def _cpu_only_multi_process() -> bool:
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def skip_cuda_peer_check_without_gpus() -> bool:
+    """Let a multi-process run without GPUs get past axolotl's CUDA peer-to-peer probe.
+
+    While loading the config, axolotl asks `torch.cuda.can_device_access_peer` whether GPUs can
+    talk to each other. With a CUDA build of torch (what pip installs on Python 3.12) and no GPU
+    that raises "Found no NVIDIA driver", stopping a CPU data-parallel run before it starts;
+    without GPUs the answer is simply "no". Returns whether it changed anything.
+    """
+    if not _cpu_only_multi_process():
+        return False
+    import axolotl.utils.trainer
+
+    axolotl.utils.trainer.check_cuda_p2p_ib_support = lambda: False
+    return True
+
+
 def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
     """Let a multi-process run without accelerators load its model on the CPU.
 
@@ -20,7 +40,7 @@ def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
     accelerator device when none is available". On a CPU-only machine (data parallelism over
     gloo, as in our tests) each rank belongs on the CPU. Returns whether it changed the config.
     """
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not _cpu_only_multi_process():
         return False
     device_map = cfg.get("device_map")
     if isinstance(device_map, dict) and list(device_map) == [""] and isinstance(device_map[""], int):

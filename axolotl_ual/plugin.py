@@ -11,7 +11,7 @@ from axolotl.integrations.base import BasePlugin
 from axolotl.utils.logging import get_logger
 
 from .args import training_args_from_cfg
-from .compat import place_cpu_ranks_on_cpu
+from .compat import place_cpu_ranks_on_cpu, skip_cuda_peer_check_without_gpus
 from .prepared_data import isolate_prepared_path
 
 LOG = get_logger(__name__)
@@ -27,6 +27,7 @@ class UALPlugin(BasePlugin):
         return "axolotl_ual.args.UALTrainingArgsMixin"
 
     def register(self, cfg: dict):
+        skip_cuda_peer_check_without_gpus()
         path = isolate_prepared_path(cfg)
         LOG.info(f"UAL: prepared datasets for these uncertainty settings live in {path}")
 
