@@ -303,10 +303,11 @@ def _softmax_(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_rows(weight: torch.Tensor, acc: torch.dtype, rows_per_step: int = 8192):
-    # by blocks of rows: casting a bf16 (V, d) matrix to fp32 at once would cost 2x its size
+    """mean over rows of `weight`, accumulated in `acc`, one block of rows at a time (no
+    full-size fp32 copy of a bf16 weight)."""
     total = torch.zeros(weight.shape[1], dtype=acc, device=weight.device)
     for block in weight.split(rows_per_step):
-        total += block.to(acc).sum(dim=0)
+        total += block.sum(dim=0, dtype=acc)
     return total / weight.shape[0]
 
 

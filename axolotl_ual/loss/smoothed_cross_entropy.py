@@ -21,12 +21,11 @@ def smoothed_cross_entropy(
 ) -> torch.Tensor:
     """`F.cross_entropy(logits, labels, label_smoothing=eps)` with one eps per token.
 
-    Uses the identity (PyTorch's convention: mass eps spread uniformly over all V classes)
+    PyTorch's convention: the mass eps is spread uniformly over all V classes,
 
-        CE_eps = (1 - eps) * (lse(z) - z_y) + eps * (lse(z) - mean(z))
-               = CE + eps * (z_y - mean(z))
+        CE_eps = -(1 - eps) * log p_y - eps * mean_v(log p_v)
 
-    so it costs one ordinary cross entropy plus a mean over the vocabulary.
+    computed from one log-softmax of the logits.
 
     Args:
         logits: (..., V) scores, any float dtype (computed in fp32, fp64 stays fp64).
@@ -41,9 +40,11 @@ def smoothed_cross_entropy(
     valid = flat_labels != ignore_index
     safe_labels = flat_labels.masked_fill(~valid, 0)
 
-    ce = F.cross_entropy(flat_logits, safe_labels, reduction="none")
-    z_y = flat_logits.gather(1, safe_labels[:, None]).squeeze(1)
-    per_token = ce + eps * (z_y - flat_logits.mean(dim=-1))
+    # one log-softmax feeds both terms: 3x the logits' memory at peak (F.cross_entropy plus
+    # separate gather/mean branches on the logits would hold 4x)
+    log_probs = flat_logits.log_softmax(dim=-1)
+    target = log_probs.gather(1, safe_labels[:, None]).squeeze(1)
+    per_token = -(1.0 - eps) * target - eps * log_probs.mean(dim=-1)
     per_token = per_token.masked_fill(~valid, 0.0)
     return reduce_losses(per_token.reshape(labels.shape), valid, reduction)
 
