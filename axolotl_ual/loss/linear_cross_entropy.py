@@ -81,28 +81,10 @@ def linear_cross_entropy(
     recomputes each chunk's logits.
     """
     check_reduction(reduction)
-    if labels.shape != hidden.shape[:-1]:
-        raise ValueError(
-            f"labels shape {tuple(labels.shape)} must equal hidden's leading shape "
-            f"{tuple(hidden.shape[:-1])}"
-        )
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(
-            f"weight must be (V, d) with d={hidden.shape[-1]}, got {tuple(weight.shape)}"
-        )
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"bias must be (V,)=({weight.shape[0]},), got {tuple(bias.shape)}")
-
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    flat_labels = labels.reshape(-1)
-    eps = broadcast_epsilon(epsilon, labels).reshape(-1)
-    valid = (flat_labels != ignore_index).nonzero().squeeze(1)
-    spec = _Spec(
-        weight,
-        bias,
-        softcap=float(softcap) if softcap else None,
-        chunk_size=int(chunk_size or default_chunk_size(weight.shape[0])),
+    flat_hidden, flat_labels, valid, spec = _flatten(
+        hidden, weight, labels, bias, ignore_index, softcap, chunk_size
     )
+    eps = broadcast_epsilon(epsilon, labels).reshape(-1)
 
     if reduction == "none":
         per_valid = _PerTokenLoss.apply(flat_hidden, weight, bias, flat_labels, eps, valid, spec)
@@ -116,6 +98,30 @@ def linear_cross_entropy(
     return _ReducedLoss.apply(
         flat_hidden, weight, bias, flat_labels, eps, valid, spec, scale, needs_grad
     )
+
+
+def _flatten(hidden, weight, labels, bias, ignore_index, softcap, chunk_size):
+    """Check shapes; flatten to (N, d) / (N,); the indices of non-ignored tokens; the `_Spec`."""
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} must equal hidden's leading shape "
+            f"{tuple(hidden.shape[:-1])}"
+        )
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must be (V, d) with d={hidden.shape[-1]}, got {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must be (V,)=({weight.shape[0]},), got {tuple(bias.shape)}")
+    flat_labels = labels.reshape(-1)
+    spec = _Spec(
+        weight,
+        bias,
+        softcap=float(softcap) if softcap else None,
+        chunk_size=int(chunk_size or default_chunk_size(weight.shape[0])),
+    )
+    valid = (flat_labels != ignore_index).nonzero().squeeze(1)
+    return hidden.reshape(-1, hidden.shape[-1]), flat_labels, valid, spec
 
 
 class _Spec:
@@ -352,14 +358,8 @@ def linear_token_statistics(
     The no-grad counterpart of `linear_cross_entropy` for evaluation: one pass gives both the
     smoothed loss (`TokenStatistics.smoothed`) and unsmoothed metrics.
     """
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    flat_labels = labels.reshape(-1)
-    valid = (flat_labels != ignore_index).nonzero().squeeze(1)
-    spec = _Spec(
-        weight,
-        bias,
-        softcap=float(softcap) if softcap else None,
-        chunk_size=int(chunk_size or default_chunk_size(weight.shape[0])),
+    flat_hidden, flat_labels, valid, spec = _flatten(
+        hidden, weight, labels, bias, ignore_index, softcap, chunk_size
     )
     zeros = torch.zeros(flat_labels.shape, dtype=torch.float32, device=hidden.device)
     stats = TokenStatistics(
