@@ -143,12 +143,9 @@ class UALTrainer(AxolotlTrainer):
             self._eval_buckets.add(uncertainty, stats)
         self._batch_uncertainty = self._captured = None
 
-        if num_items_in_batch is None:
-            num_items_in_batch = valid.sum()
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(total.device)
-        return total / (num_items_in_batch.clamp(min=1) if torch.is_tensor(num_items_in_batch)
-                        else max(num_items_in_batch, 1))
+        # a step without any trained token gives 0, not 0/0
+        count = valid.sum() if num_items_in_batch is None else num_items_in_batch
+        return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
     def _fused_inputs(self):
         if not self._captured or len(self._captured) != 1:
