@@ -1,0 +1,122 @@
+"""Everything an arm trains on: the data splits, the shared base model and the axolotl configs.
+
+Fixed by design, before any result was seen (see experiments/README.md, "Protocol"):
+
+- one base model (random init, seed 0) for every arm and seed, so arms differ only in the loss;
+- one held-out test split for every seed, and a separate split for the judge;
+- per seed s, its own training split (the data seed) and `seed: s` in axolotl (the data order);
+- the arms' smoothing settings in `ARMS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .tasks import HIGH_TASKS, LOW_TASKS, TASKS, make_split
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "config_template.yml"
+
+# rows per task: equal totals of low- and high-entropy rows (3 x 150 = 6 x 75 = 450)
+TRAIN_PER_TASK = {**{t: 150 for t in LOW_TASKS}, **{t: 75 for t in HIGH_TASKS}}
+TEST_PER_TASK = {**{t: 100 for t in LOW_TASKS}, **{t: 50 for t in HIGH_TASKS}}
+TOKENIZER_PER_TASK = {t: 100 for t in TASKS}
+
+MODEL = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 4, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A training arm: its name, the ual_* keys it sets, and which uncertainties it trains on."""
+
+    name: str
+    label: str
+    keys: dict
+    data: str = "known"  # "known": the true u; "elicited": the judge's u
+
+
+ARMS = {
+    arm.name: arm
+    for arm in (
+        # plain SFT through the plugin: epsilon 0 everywhere is exactly axolotl's SFT loss
+        Arm("sft", "SFT", {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.0}),
+        # the paper's fixed label-smoothing baseline
+        Arm("ls", "fixed LS 0.1", {"ual_uncertainty_source": "constant", "ual_smoothing_max": 0.1}),
+        # UAL with the true uncertainty: eps = 0.2 * H / H_MAX
+        Arm("ual_known", "UAL, known u",
+            {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.2, "ual_mapping": "linear"}),
+        # UAL with the judge's entropy score; its scale (nats / log V) is arbitrary, so the
+        # package's scale-free mapping (each sample's rank quantile) spreads it over [0, 0.2]
+        Arm("ual_elicited", "UAL, elicited u",
+            {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.2, "ual_mapping": "rank"},
+            data="elicited"),
+    )
+}
+JUDGE = Arm("judge", "judge (SFT)", ARMS["sft"].keys)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for item in rows:
+            handle.write(json.dumps(item) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_rows(per_task: dict[str, int] = TEST_PER_TASK) -> list[dict]:
+    return make_split("test", per_task)
+
+
+def train_rows(seed: int | str, held_out: list[dict],
+               per_task: dict[str, int] = TRAIN_PER_TASK) -> list[dict]:
+    """Training rows of `seed` ("judge" for the judge's split); no held-out prompt among them."""
+    exclude = [r["messages"][0]["content"] for r in held_out]
+    return make_split(f"train {seed}", per_task, exclude=exclude)
+
+
+def build_base_model(out_dir: Path) -> Path:
+    """The shared random-init tiny Llama, with a BPE tokenizer fitted to the task mixture.
+
+    The tokenizer corpus is its own seeded split (plus every possible answer), so the model and
+    its vocabulary are the same whichever seeds a run trains.
+    """
+    from axolotl_ual.tiny_model import build_tiny_model
+
+    corpus = [m["content"] for r in make_split("tokenizer", TOKENIZER_PER_TASK) for m in r["messages"]]
+    corpus += [y for task in TASKS.values() for _, responses, _ in task.contents() for y in responses]
+    return build_tiny_model(out_dir, corpus, **MODEL)
+
+
+def arm_config(arm: Arm, *, base_model: Path, train_file: Path, test_file: Path, run_dir: Path,
+               seed: int, max_steps: int | None = None) -> dict:
+    """The axolotl config of one arm and seed: the template plus the arm's ual_* keys."""
+    cfg = yaml.safe_load(TEMPLATE.read_text())
+    cfg.update(arm.keys)
+    cfg["base_model"] = str(base_model)
+    cfg["datasets"][0]["path"] = str(train_file)
+    cfg["test_datasets"][0]["path"] = str(test_file)
+    cfg["dataset_prepared_path"] = str(run_dir / "prepared")
+    cfg["output_dir"] = str(run_dir / "model")
+    cfg["seed"] = seed
+    if max_steps is not None:
+        cfg["max_steps"] = max_steps
+    steps = cfg["max_steps"]
+    # evaluate (axolotl's bucketed eval metrics) and keep trainer_state.json once, at the end
+    cfg["eval_steps"] = steps
+    cfg["save_steps"] = steps
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
