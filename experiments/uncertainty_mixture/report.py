@@ -1,0 +1,305 @@
+"""Aggregate the per-run metrics over seeds and write results.md, results.json and results.png.
+
+Means and sample standard deviations (ddof = 1) over seeds; "vs SFT" differences are paired by
+seed (same training data and data order), which removes the variation the arms share. Numbers
+are rounded only when printed (3 decimals in the tables, 6 in results.json), so the files are
+the same on every re-run of the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from . import prepare
+from .prepare import ARMS
+from .tasks import H_MAX, HIGH_TASKS, LOW_TASKS
+
+# (column title, path into a run's metrics, "higher" | "lower" is better)
+MAIN = [
+    ("low-entropy exact match", ("low", "exact_match"), "higher"),
+    ("high-entropy KL(p‖q)", ("high", "kl"), "lower"),
+    ("= KL within valid answers", ("high", "kl_valid"), "lower"),
+    ("+ -log q(valid answers)", ("high", "neg_log_mass"), "lower"),
+    ("ECE, all tokens", ("all", "ece"), "lower"),
+    ("ECE, low", ("low", "ece"), "lower"),
+    ("ECE, high", ("high", "ece"), "lower"),
+]
+CONTEXT = [
+    ("high-entropy CE", ("high", "ce")),
+    ("q mass on valid answers (high)", ("high", "support_mass")),
+    ("held-out token NLL, low", ("low", "token_nll")),
+    ("held-out token NLL, high", ("high", "token_nll")),
+    ("train token NLL, low", ("train_token_nll", "low")),
+    ("train token NLL, high", ("train_token_nll", "high")),
+    ("final train loss (as trained)", ("axolotl", "final_loss")),
+]
+
+
+def dig(metrics: dict, path: tuple[str, ...]):
+    for key in path:
+        metrics = metrics[key]
+    return metrics
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def number(value: float, sign: str = "") -> str:
+    """3 decimals, and "0.000" rather than "-0.000" for a value that rounds to zero."""
+    return f"{round(value, 3) + 0.0:{sign}.3f}"
+
+
+def fmt(values: list[float], sign: str = "") -> str:
+    mean, std = mean_std(values)
+    return number(mean, sign) if math.isnan(std) else f"{number(mean, sign)} ± {number(std)}"
+
+
+def fmt_signed(values: list[float]) -> str:
+    return fmt(values, sign="+")
+
+
+# ---------------------------------------------------------------------- per-run extras
+
+
+def axolotl_logs(model_dir: Path) -> dict:
+    """What axolotl logged (trainer_state.json of the final checkpoint): the last training
+    loss (the smoothed objective each arm optimizes) and the final bucketed eval metrics."""
+    checkpoints = sorted(Path(model_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
+    losses = [r for r in history if "loss" in r]
+    evals = [r for r in history if "eval_ual_nll" in r]
+    final_eval = {k: v for k, v in evals[-1].items() if k.startswith("eval_ual_")} if evals else {}
+    return {"final_loss": losses[-1]["loss"], "ual_epsilon_mean": losses[-1].get("ual_epsilon_mean"),
+            "steps": history[-1].get("step"), "eval": final_eval}
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else math.nan
+
+
+def elicitation_summary(rows: list[dict]) -> dict:
+    """How the judge's u relates to the truth on a training split: per task mean u and the
+    rank correlation with the known u (H / H_MAX; rank is what `ual_mapping: rank` uses)."""
+    elicited = [r["uncertainty"] for r in rows]
+    known = [r["entropy"] / H_MAX for r in rows]
+    per_task = {}
+    for task in (*LOW_TASKS, *HIGH_TASKS):
+        values = [r["uncertainty"] for r in rows if r["task"] == task]
+        per_task[task] = sum(values) / len(values) if values else math.nan
+    return {"spearman_known": spearman(elicited, known), "mean_u_by_task": per_task,
+            "scored": sum(v is not None for v in elicited), "rows": len(rows)}
+
+
+def oracle_metrics(base_model: Path, test: list[dict]) -> dict:
+    """The metrics of the true distribution itself (what a perfect model would score)."""
+    from transformers import AutoTokenizer
+
+    from .evaluate import evaluate, oracle_scorer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    return evaluate(tokenizer, oracle_scorer(tokenizer, test), test)
+
+
+def settings(seeds, arms, max_steps, scale) -> dict:
+    import yaml
+
+    template = yaml.safe_load(prepare.TEMPLATE.read_text())
+    return {
+        "seeds": list(seeds), "arms": {name: ARMS[name].keys for name in arms},
+        "max_steps": max_steps or template["max_steps"], "split_scale": scale,
+        "train_rows_per_task": prepare.TRAIN_PER_TASK, "test_rows_per_task": prepare.TEST_PER_TASK,
+        "model": prepare.MODEL, "H_MAX": H_MAX,
+        "training": {k: template[k] for k in ("learning_rate", "lr_scheduler", "warmup_steps",
+                                              "micro_batch_size", "optimizer", "weight_decay")},
+    }
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def by_arm(results: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for name in ARMS:
+        runs = sorted((r for r in results if r["arm"] == name), key=lambda r: r["seed"])
+        if runs:
+            grouped[name] = runs
+    return grouped
+
+
+def markdown(results: list[dict], oracle: dict) -> str:
+    groups = by_arm(results)
+    seeds = sorted({r["seed"] for r in results})
+    lines = [f"Held-out test split; mean ± std over seeds {', '.join(map(str, seeds))}.", ""]
+
+    def table(header: list[str], rows: list[list[str]]) -> None:
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        lines.extend("| " + " | ".join(row) + " |" for row in rows)
+        lines.append("")
+
+    arrows = {"higher": "↑", "lower": "↓"}
+    lines.append("**Main metrics**")
+    lines.append("")
+    rows = [[ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path, _ in MAIN]
+            for name, runs in groups.items()]
+    rows.append(["truth (oracle)"] + [number(dig(oracle, path)) for _, path, _ in MAIN])
+    table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
+
+    if "sft" in groups and len(groups) > 1:
+        lines.append("**Difference to SFT, paired by seed** (arm minus SFT)")
+        lines.append("")
+        sft = {r["seed"]: r for r in groups["sft"]}
+        rows = []
+        for name, runs in groups.items():
+            if name == "sft":
+                continue
+            paired = [r for r in runs if r["seed"] in sft]
+            rows.append([ARMS[name].label] + [
+                fmt_signed([dig(r, path) - dig(sft[r["seed"]], path) for r in paired])
+                for _, path, _ in MAIN])
+        table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
+
+    lines.append("**Context**")
+    lines.append("")
+    rows = [[ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path in CONTEXT]
+            for name, runs in groups.items()]
+    truth = {("high", "ce"): number(dig(oracle, ("high", "ce"))),
+             ("high", "support_mass"): "1.000", ("low", "token_nll"): "0.000",
+             ("high", "token_nll"): number(dig(oracle, ("high", "token_nll")))}
+    rows.append(["truth (oracle)"] + [truth.get(path, "") for _, path in CONTEXT])
+    table(["arm"] + [title for title, _ in CONTEXT], rows)
+
+    lines.append("**Per task**: exact match (low-entropy tasks), KL(p‖q) in nats (high-entropy tasks)")
+    lines.append("")
+    rows = []
+    for name, runs in groups.items():
+        rows.append([ARMS[name].label]
+                    + [fmt([r["tasks"][t]["exact_match"] for r in runs]) for t in LOW_TASKS]
+                    + [fmt([r["tasks"][t]["kl"] for r in runs]) for t in HIGH_TASKS])
+    entropies = [number(oracle["tasks"][t]["entropy"]) for t in HIGH_TASKS]
+    rows.append(["H(Y|x) of the task"] + [""] * len(LOW_TASKS) + entropies)
+    table(["arm"] + [f"{t} EM" for t in LOW_TASKS] + [f"{t} KL" for t in HIGH_TASKS], rows)
+
+    elicited = [r for r in results if "elicitation" in r]
+    if elicited:
+        lines.append("**The judge's uncertainty** (entropy method) on the training splits: mean u "
+                     "per task, and its rank correlation with the known u")
+        lines.append("")
+        tasks = (*LOW_TASKS, *HIGH_TASKS)
+        rows = [["known u = H / H_MAX"]
+                + [number(oracle["tasks"][t].get("entropy", 0.0) / H_MAX) for t in tasks] + ["1"]]
+        rows.append(["elicited u"]
+                    + [fmt([r["elicitation"]["mean_u_by_task"][t] for r in elicited]) for t in tasks]
+                    + [fmt([r["elicitation"]["spearman_known"] for r in elicited])])
+        table(["u"] + list(tasks) + ["Spearman vs known"], rows)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------- plot
+
+
+def plot(path: Path, results: list[dict], oracle: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = by_arm(results)
+    names = list(groups)
+    labels = [ARMS[n].label.replace(", ", ",\n") for n in names]
+    colors = ["#7f7f7f", "#1f77b4", "#d62728", "#ff7f0e"][: len(names)]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = [
+        (axes[0, 0], ("low", "exact_match"), "exact match (greedy), low-entropy tasks ↑", 1.0),
+        (axes[0, 1], ("high", "kl"), "KL(p‖q) nats per prompt, high-entropy tasks ↓", 0.0),
+        (axes[1, 0], ("all", "ece"), "token-level ECE, all held-out tokens ↓",
+         dig(oracle, ("all", "ece"))),
+    ]
+    for ax, metric, title, truth in panels:
+        for x, name in enumerate(names):
+            values = [dig(r, metric) for r in groups[name]]
+            mean, std = mean_std(values)
+            if metric == ("high", "kl"):  # split: shape among valid answers + mass elsewhere
+                leak = mean_std([dig(r, ("high", "neg_log_mass")) for r in groups[name]])[0]
+                ax.bar(x, mean - leak, color=colors[x], alpha=0.8)
+                ax.bar(x, leak, bottom=mean - leak, color=colors[x], alpha=0.35, hatch="//",
+                       yerr=None if math.isnan(std) else std, capsize=4)
+            else:
+                ax.bar(x, mean, color=colors[x], alpha=0.8,
+                       yerr=None if math.isnan(std) else std, capsize=4)
+            ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
+        ax.axhline(truth, color="green", linestyle="--", linewidth=1, label="truth (oracle)")
+        if metric == ("high", "kl"):
+            ax.bar(0, 0, color="#bbbbbb", label="KL within valid answers")
+            ax.bar(0, 0, color="white", edgecolor="black", hatch="//",
+                   label="-log q(valid answers)")
+        ax.set_xticks(range(len(names)), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="lower right" if metric[1] == "exact_match" else "upper left")
+    ax = axes[1, 1]
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        means = [mean_std([r["tasks"][t]["kl"] for r in groups[name]]) for t in HIGH_TASKS]
+        ax.bar([i + k * width for i in range(len(HIGH_TASKS))], [m for m, _ in means], width,
+               yerr=[0 if math.isnan(s) else s for _, s in means], capsize=2,
+               color=colors[k], alpha=0.8, label=ARMS[name].label)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(HIGH_TASKS))],
+                  [f"{t}\nH={oracle['tasks'][t]['entropy']:.2f}" for t in HIGH_TASKS], fontsize=8)
+    ax.set_title("KL(p‖q) per high-entropy task ↓", fontsize=10)
+    ax.legend(fontsize=8)
+    seeds = sorted({r["seed"] for r in results})
+    fig.suptitle(f"Uncertainty mixture: tiny Llama via `axolotl train`, seeds {seeds} "
+                 "(bars: mean ± std, dots: seeds)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def write(out: Path, results: list[dict], oracle: dict, settings_: dict) -> str:
+    """results.md (the tables), results.json (every number) and results.png; returns the md."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(results, oracle)
+    (out / "results.md").write_text(text)
+    runs = sorted(results, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
+    (out / "results.json").write_text(json.dumps(
+        _rounded({"settings": settings_, "oracle": oracle, "runs": runs}), indent=1) + "\n")
+    plot(out / "results.png", results, oracle)
+    return text

@@ -1,0 +1,91 @@
+"""The experiment end to end in its CI size: `run --smoke` (judge, elicit, 2 arms, 40 steps).
+
+Checks what the output files say, not only that the command ran: the evaluator and axolotl's own
+eval agree on the same held-out tokens, the UAL arm trained with epsilon = 0.2 u, the elicited
+arm trained on the judge's scores with the rank mapping, and the report holds those numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from experiments.uncertainty_mixture.prepare import read_jsonl
+from experiments.uncertainty_mixture.report import axolotl_logs
+from tests.conftest import REPO, axolotl_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    work, out = root / "work", root / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.uncertainty_mixture.run", "--smoke",
+         "--workdir", str(work), "--out", str(out)],
+        cwd=REPO, env=axolotl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    return work, out, result.stdout
+
+
+def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
+    work, out, _ = smoke
+    runs = {r["arm"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(runs) == {"ual_known", "ual_elicited"}
+    for arm, run in runs.items():
+        logged = run["axolotl"]["eval"]
+        assert run["all"]["tokens"] == logged["eval_ual_tokens"], arm
+        assert run["all"]["token_nll"] == pytest.approx(logged["eval_ual_nll"], abs=2e-4), arm
+        assert run["axolotl"]["steps"] == 40
+        assert 0 <= run["low"]["exact_match"] <= 1 and run["high"]["kl"] > 0
+        assert 0 < run["high"]["support_mass"] <= 1 and 0 <= run["all"]["ece"] <= 1
+        cfg = yaml.safe_load((work / "runs" / f"{arm}-seed0" / "config.yml").read_text())
+        assert cfg["seed"] == 0 and cfg["max_steps"] == 40 and cfg["dataset_num_proc"] == 1
+
+
+def test_the_known_arm_trains_with_epsilon_of_the_true_uncertainty(smoke):
+    work, _, _ = smoke
+    model = work / "runs" / "ual_known-seed0" / "model"
+    history = json.loads(next(model.glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
+    logs = [r for r in history if "loss" in r]
+    assert logs
+    for record in logs:
+        assert record["ual_uncertainty_mean"] > 0  # the batches hold high-entropy rows
+        assert record["ual_epsilon_mean"] == pytest.approx(0.2 * record["ual_uncertainty_mean"], abs=2e-6)
+    assert json.loads((model / "ual_run.json").read_text())["mapping"] == "linear"
+
+
+def test_the_elicited_arm_trains_on_the_judges_scores(smoke):
+    work, _, _ = smoke
+    known = read_jsonl(work / "data" / "train-0.jsonl")
+    elicited = read_jsonl(work / "data" / "train-0.elicited.jsonl")
+    assert [r["messages"] for r in elicited] == [r["messages"] for r in known]
+    assert all(0 <= r["uncertainty"] <= 1 and r["uncertainty_score"] > 0 for r in elicited)
+    assert any(a["uncertainty"] != b["uncertainty"] for a, b in zip(known, elicited))
+    run_dir = work / "runs" / "ual_elicited-seed0"
+    assert json.loads((run_dir / "model" / "ual_run.json").read_text())["mapping"] == "rank"
+    cfg = yaml.safe_load((run_dir / "config.yml").read_text())
+    assert cfg["datasets"][0]["path"].endswith("train-0.elicited.jsonl")
+    # the judge: plain SFT (epsilon 0) on its own split
+    judge = axolotl_logs(work / "runs" / "judge-seed1000" / "model")
+    assert judge["ual_epsilon_mean"] == 0.0
+
+
+def test_report_files_hold_the_numbers(smoke):
+    _, out, stdout = smoke
+    text = (out / "results.md").read_text()
+    assert text in stdout  # what the command prints is what it writes
+    runs = {r["arm"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    for label, arm in (("UAL, known u", "ual_known"), ("UAL, elicited u", "ual_elicited")):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {runs[arm]['low']['exact_match']:.3f} | {runs[arm]['high']['kl']:.3f} |" in row
+    assert "| truth (oracle) | 1.000 | 0.000 |" in text
+    png = (out / "results.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
