@@ -202,7 +202,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
                     + [fmt([r["tasks"][t]["exact_match"] for r in runs]) for t in LOW_TASKS]
                     + [fmt([r["tasks"][t]["kl"] for r in runs]) for t in HIGH_TASKS])
     entropies = [number(oracle["tasks"][t]["entropy"]) for t in HIGH_TASKS]
-    rows.append(["H(Y|x) of the task"] + [""] * len(LOW_TASKS) + entropies)
+    rows.append([r"H(Y\|x) of the task"] + [""] * len(LOW_TASKS) + entropies)
     table(["arm"] + [f"{t} EM" for t in LOW_TASKS] + [f"{t} KL" for t in HIGH_TASKS], rows)
 
     elicited = [r for r in results if "elicitation" in r]
