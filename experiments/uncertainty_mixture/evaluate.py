@@ -275,6 +275,8 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
             "ece": expected_calibration_error(torch.cat([m["ref"].confidence for m in members]),
                                               torch.cat([m["ref"].correct for m in members])),
             "token_accuracy": float(torch.cat([m["ref"].correct for m in members]).double().mean()),
+            # compared with token_accuracy: over- (>) or under- (<) confident on the whole
+            "mean_confidence": float(torch.cat([m["ref"].confidence for m in members]).mean()),
         }
         if all(m["kind"] == LOW for m in members):
             out["exact_match"] = _mean(m["exact_match"] for m in members)
