@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                args.chat, args.math, args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     print(f"wrote {len(rows)} rows ({args.chat} chat, {args.math} math) to {args.output}")
     return 0
 

@@ -62,8 +62,7 @@ JUDGE = Arm("judge", "judge (SFT)", ARMS["sft"].keys)
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        for item in rows:
-            handle.write(json.dumps(item) + "\n")
+        handle.writelines(json.dumps(item) + "\n" for item in rows)
     return path
 
 

@@ -112,7 +112,7 @@ class Experiment:
         started = time.monotonic()
         with open(log_file, "w") as handle:
             result = subprocess.run(argv, cwd=cwd, env=subprocess_env(), stdout=handle,
-                                    stderr=subprocess.STDOUT, text=True)
+                                    stderr=subprocess.STDOUT, text=True, check=False)
         if result.returncode != 0:
             tail = log_file.read_text()[-4000:]
             raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}); "
