@@ -264,7 +264,11 @@ def _render_chat(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[t
                 and full.startswith(through)
                 and len(before) >= cursor
             ):
-                span = (len(before), len(through))
+                # what training learns: the content and the turn's end token, not the
+                # whitespace some templates write after it (e.g. chatml's "\n" after
+                # <|im_end|>, which axolotl leaves untrained)
+                end = len(through.rstrip())
+                span = (len(before), max(end, len(before)))
         if span is None:  # a template that rewrites earlier turns: find the content itself
             start = full.find(message["content"], cursor)
             if start < 0 or not message["content"]:

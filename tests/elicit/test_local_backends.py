@@ -56,15 +56,18 @@ def entropy_rows():
 
 
 def chatml_entropy(model, tokenizer, messages) -> float:
-    """Mean entropy over the assistant turns' tokens (content + <|im_end|>\\n), by hand."""
+    """Mean entropy over the assistant turns' tokens, by hand: content + <|im_end|>, what
+    axolotl trains, not the newline the template writes after the turn."""
     ids, response = [], []
     for message in messages:
         head = f"<|im_start|>{message['role']}\n"
-        body = f"{message['content']}<|im_end|>\n"
+        body = f"{message['content']}<|im_end|>"
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         body_ids = tokenizer(body, add_special_tokens=False)["input_ids"]
-        ids += head_ids + body_ids
-        response += [False] * len(head_ids) + [message["role"] == "assistant"] * len(body_ids)
+        newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        ids += head_ids + body_ids + newline_ids
+        response += ([False] * len(head_ids) + [message["role"] == "assistant"] * len(body_ids)
+                     + [False] * len(newline_ids))
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
