@@ -48,16 +48,33 @@ def prepare_workdir(workdir: Path) -> Path:
     return config
 
 
+def offline_env(**overrides: str) -> dict[str, str]:
+    """This process's environment for an `axolotl` subprocess that must never reach the network.
+
+    Hub and datasets offline (tiny local models only), no telemetry, no W&B; `overrides` win.
+    """
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        AXOLOTL_DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+    )
+    env.update(overrides)
+    return env
+
+
 def run(args) -> int:
     workdir = Path(args.workdir).resolve()
     config = prepare_workdir(workdir)
     command = ["axolotl", "train", config.name]
     if args.max_steps:
         command.append(f"--max-steps={args.max_steps}")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
+    env = offline_env()
     print(f"axolotl-ual demo: running `{' '.join(command)}` in {workdir}", flush=True)
     axolotl = shutil.which("axolotl") or str(Path(sys.executable).with_name("axolotl"))
-    process = subprocess.run([axolotl, *command[1:]], cwd=workdir, env=env, text=True,
+    process = subprocess.run([axolotl, *command[1:]], check=False, cwd=workdir, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     (workdir / "train.log").write_text(process.stdout)
     if process.returncode != 0:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from axolotl_ual.demo import offline_env
+
 # Offline and untracked, in this process too (axolotl reports telemetry unless told not to).
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,16 +39,7 @@ CPU_KEYS = {
 
 
 def axolotl_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-        WANDB_MODE="disabled",
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
-    )
-    return env
+    return offline_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+
+from axolotl_ual.demo import offline_env
 
 from . import prepare, report
 from .prepare import ARMS, JUDGE, Arm, read_jsonl, write_jsonl
@@ -39,19 +40,12 @@ SMOKE = {"max_steps": 40, "per_task_scale": 0.2, "seeds": [0], "arms": ["ual_kno
 
 
 def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-        WANDB_MODE="disabled",
+    return offline_env(
         TRL_EXPERIMENTAL_SILENCE="1",
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
         CUDA_VISIBLE_DEVICES="",  # the README's numbers are CPU numbers
     )
-    return env
 
 
 def executable(name: str) -> str:
