@@ -52,9 +52,14 @@ def offline_env(**overrides: str) -> dict[str, str]:
     """This process's environment for an `axolotl` subprocess that must never reach the network.
 
     Hub and datasets offline (tiny local models only), no telemetry, no W&B; `overrides` win.
+    This interpreter's scripts folder comes first on PATH: `axolotl train` re-launches itself
+    through `accelerate`, which must be the one installed beside it even in a venv that was
+    never activated.
     """
     env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
     env.update(
+        PATH=os.pathsep.join([scripts, env.get("PATH", "")]),
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         AXOLOTL_DO_NOT_TRACK="1",
