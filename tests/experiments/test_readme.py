@@ -1,4 +1,4 @@
-"""experiments/README.md shows exactly the committed results of the default command."""
+"""The READMEs show exactly the committed results of the default command."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def test_committed_results_are_the_default_command():
     assert sorted((r["arm"], r["seed"]) for r in data["runs"]) == sorted(
         (arm, seed) for arm in ARMS for seed in (0, 1, 2))
     assert (RESULTS / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_top_readme_shows_the_committed_main_table():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- evidence:begin -->\n", 1)[1].split("<!-- evidence:end -->", 1)[0]
+    table = block.strip()
+    assert table.startswith("| arm |") and "| UAL, known u |" in table
+    # the main-metrics table of results.md, row for row
+    assert "**Main metrics**\n\n" + table + "\n\n" in (RESULTS / "results.md").read_text()
