@@ -16,6 +16,15 @@ ALWAYS_503 = {25}
 FAST_RETRIES = "--max-retries 2 --backoff-base 0.05 --backoff-max 0.2"
 
 
+def elicit_chat_rows(run_elicit, tmp_path, server, n_rows: int, options: str = ""):
+    """Write `n_rows` chat rows to data.jsonl and score them into out.jsonl through `server`."""
+    write_jsonl(tmp_path / "data.jsonl", chat_rows(n_rows))
+    return run_elicit(
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} "
+        f"--base-url {server.base_url} --model judge {options}"
+    )
+
+
 def faulty(i: int, k: int, request) -> Reply | None:
     """Row i's k-th request: one transient fault of each kind, formatted replies, dead rows."""
     if i in ALWAYS_UNPARSABLE:
@@ -155,10 +164,7 @@ def test_several_samples_are_averaged(tmp_path, judge_server, run_elicit):
 
     judge = ScriptedJudge(script)
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --samples 3"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 3, "--samples 3")
     assert code == 0, stderr
     for row in read_jsonl(tmp_path / "out.jsonl"):
         assert row["uncertainty_score"] == pytest.approx((2 + 5 + 9) / 3)
@@ -169,10 +175,7 @@ def test_several_samples_are_averaged(tmp_path, judge_server, run_elicit):
 def test_a_server_that_ignores_n_is_asked_again(tmp_path, judge_server, run_elicit):
     judge = ScriptedJudge(lambda i, k, request: Reply([str(k + 4)]))  # one choice whatever n says
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(2))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --samples 3"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 2, "--samples 3")
     assert code == 0, stderr
     assert [r["uncertainty_score"] for r in read_jsonl(tmp_path / "out.jsonl")] == [
         5.0,
@@ -212,10 +215,7 @@ def test_logprob_method_reads_the_expected_digit(tmp_path, judge_server, run_eli
 
     judge = ScriptedJudge(script)
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(8))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --method logprob"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 8, "--method logprob")
     assert code == 1, stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     for row in rows:
@@ -232,10 +232,7 @@ def test_logprob_method_reads_the_expected_digit(tmp_path, judge_server, run_eli
 
 def test_logprob_method_stops_when_the_server_gives_no_logprobs(tmp_path, judge_server, run_elicit):
     server = judge_server(ScriptedJudge(lambda i, k, request: Reply(["5"])))
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --method logprob --concurrency 1"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 3, "--method logprob --concurrency 1")
     assert code == 3
     assert "answered without logprobs" in stderr
     assert [r["uncertainty"] for r in read_jsonl(tmp_path / "out.jsonl")] == [None] * 3
@@ -246,10 +243,7 @@ def test_bad_key_stops_the_run_at_once(tmp_path, judge_server, run_elicit):
         lambda i, k, request: Reply(status=401, error="Incorrect API key provided")
     )
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(50))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --concurrency 4"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 50, "--concurrency 4")
     assert code == 3
     assert "HTTP 401: Incorrect API key provided" in stderr
     assert sum(judge.counts.values()) <= 4  # only the requests already in flight
@@ -262,10 +256,7 @@ def test_a_client_error_nulls_only_its_row(tmp_path, judge_server, run_elicit):
 
     judge = ScriptedJudge(script)
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 3)
     assert code == 1
     assert [r["uncertainty"] is None for r in read_jsonl(tmp_path / "out.jsonl")] == [
         False,
@@ -279,10 +270,7 @@ def test_a_client_error_nulls_only_its_row(tmp_path, judge_server, run_elicit):
 def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
     judge = ScriptedJudge(lambda i, k, request: Reply(status=502))
     server = judge_server(judge)
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(40))
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url {server.base_url} --model judge --concurrency 2 --max-retries 1 --backoff-base 0.01"
-    )
+    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 40, "--concurrency 2 --max-retries 1 --backoff-base 0.01")
     assert code == 3
     assert "the last 10 samples all failed after every retry" in stderr
     assert sum(judge.counts.values()) < 2 * 40  # it gave up before trying every row
