@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -26,6 +27,21 @@ from .support import (
 ROWS = 80
 
 
+def gated(fast_rows: int, policy):
+    """`policy`, but rows from `fast_rows` on take 5 s until `.open()` is called: a run cannot
+    finish before the test has interrupted it, however slowly this machine runs the test."""
+    gate = threading.Event()
+
+    def script(i: int, k: int, request) -> Reply | None:
+        reply = policy(i, k, request)
+        if i >= fast_rows and not gate.is_set():
+            reply.delay = 5.0
+        return reply
+
+    script.open = gate.set
+    return script
+
+
 def slow_and_flaky(i: int, k: int, request) -> Reply | None:
     if k == 0 and i % 9 == 4:
         return Reply(status=500, delay=0.05)
@@ -43,7 +59,8 @@ def cache_keys(path) -> set[str]:
 
 
 def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
-    judge = ScriptedJudge(slow_and_flaky)
+    script = gated(30, slow_and_flaky)
+    judge = ScriptedJudge(script)
     server = judge_server(judge)
     rows = chat_rows(ROWS)
     write_jsonl(tmp_path / "data.jsonl", rows)
@@ -76,6 +93,7 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     answered = {i for i, n in counts_at_kill.items() if n >= (2 if i % 9 == 4 else 1)}
     assert len(answered - scored_before_kill) <= 4
 
+    script.open()
     result = run_cli_subprocess(command, cwd=tmp_path, env=cli_env(OPENAI_API_KEY="sk-x"))
     assert result.returncode == 0, result.stderr
     assert f"{len(scored_before_kill)} already in" in result.stderr
@@ -144,7 +162,8 @@ def test_the_api_key_is_never_written(tmp_path, judge_server, run_elicit, monkey
 
 
 def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server):
-    judge = ScriptedJudge(lambda i, k, request: Reply([str((i * 7) % 10 + 1)], delay=0.2))
+    script = gated(8, lambda i, k, request: Reply([str((i * 7) % 10 + 1)], delay=0.2))
+    judge = ScriptedJudge(script)
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(40))
     command = f"elicit data.jsonl -o scored.jsonl --base-url {server.base_url} --model judge --concurrency 2"
@@ -173,6 +192,7 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
             assert row["uncertainty"] == pytest.approx(expected_u(row["id"]))
 
     # the concurrency is not part of the cache key: the re-run may use more
+    script.open()
     result = run_cli_subprocess(
         command.replace("--concurrency 2", "--concurrency 16"), cwd=tmp_path
     )
