@@ -167,14 +167,21 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
     server = judge_server(judge)
     write_jsonl(tmp_path / "data.jsonl", chat_rows(40))
     command = f"elicit data.jsonl -o scored.jsonl --base-url {server.base_url} --model judge --concurrency 2"
-    process = subprocess.Popen(
-        cli_command(command),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A shell that starts a job in the background (`nohup .ci/run &`) ignores SIGINT in it, and
+    # an ignored signal stays ignored in every child: give the CLI a terminal's Ctrl-C back.
+    # (A handler, unlike SIG_IGN, is reset to the default by exec.)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            cli_command(command),
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     deadline = time.monotonic() + 30
     while (
         len(cache_keys(tmp_path / "scored.jsonl.cache.jsonl")) < 6 and time.monotonic() < deadline
