@@ -48,6 +48,13 @@ def prepare_workdir(workdir: Path) -> Path:
     return config
 
 
+def console_script(name: str) -> str:
+    """The `name` console script (`axolotl`, `axolotl-ual`) installed beside this interpreter,
+    else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else shutil.which(name) or str(beside)
+
+
 def offline_env(**overrides: str) -> dict[str, str]:
     """This process's environment for an `axolotl` subprocess that must never reach the network.
 
@@ -78,8 +85,7 @@ def run(args) -> int:
         command.append(f"--max-steps={args.max_steps}")
     env = offline_env()
     print(f"axolotl-ual demo: running `{' '.join(command)}` in {workdir}", flush=True)
-    axolotl = shutil.which("axolotl") or str(Path(sys.executable).with_name("axolotl"))
-    process = subprocess.run([axolotl, *command[1:]], check=False, cwd=workdir, env=env, text=True,
+    process = subprocess.run([console_script("axolotl"), *command[1:]], check=False, cwd=workdir, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     (workdir / "train.log").write_text(process.stdout)
     if process.returncode != 0:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -90,8 +89,10 @@ def config(model: Path, data: Path, workdir: Path, *, fused: bool, args) -> Path
 
 
 def run(cfg: Path, gpu: bool) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
-    axolotl = str(Path(sys.executable).with_name("axolotl"))
+    from axolotl_ual.demo import console_script, offline_env
+
+    env = offline_env()
+    axolotl = console_script("axolotl")
     start = time.perf_counter()
     result = subprocess.run(
         ["/usr/bin/time", "-f", "PEAK_RSS_KB=%M", axolotl, "train", str(cfg)],

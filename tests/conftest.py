@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from axolotl_ual.demo import offline_env
+from axolotl_ual.demo import console_script, offline_env
 
 # Offline and untracked, in this process too (axolotl reports telemetry unless told not to).
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
@@ -98,7 +97,7 @@ def run_axolotl(command: str, config: Path, *, launcher: list[str] | None = None
     if launcher:  # e.g. accelerate launch ... -m axolotl.cli.train
         argv = [*launcher, str(config)]
     else:
-        argv = [str(Path(sys.executable).with_name("axolotl")), command, str(config)]
+        argv = [console_script("axolotl"), command, str(config)]
     return subprocess.run(
         argv,
         cwd=config.parent,

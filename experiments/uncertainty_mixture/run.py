@@ -28,7 +28,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from axolotl_ual.demo import offline_env
+from axolotl_ual.demo import console_script, offline_env
 
 from . import prepare, report
 from .prepare import ARMS, JUDGE, Arm, read_jsonl, write_jsonl
@@ -46,11 +46,6 @@ def subprocess_env() -> dict[str, str]:
         MKL_NUM_THREADS="1",
         CUDA_VISIBLE_DEVICES="",  # the README's numbers are CPU numbers
     )
-
-
-def executable(name: str) -> str:
-    """A console script of this environment (`axolotl`, `axolotl-ual`)."""
-    return str(Path(sys.executable).with_name(name))
 
 
 class Experiment:
@@ -119,13 +114,13 @@ class Experiment:
                                  test_file=self.data / "test.jsonl", run_dir=run_dir, seed=seed,
                                  max_steps=self.max_steps)
         config = prepare.write_config(run_dir / "config.yml", cfg)
-        self._run([executable("axolotl"), "train", str(config)], run_dir / "train.log", run_dir)
+        self._run([console_script("axolotl"), "train", str(config)], run_dir / "train.log", run_dir)
         return run_dir
 
     def elicit(self, seed: int, judge_dir: Path) -> Path:
         out = self.elicited_file(seed)
         self._run(
-            [executable("axolotl-ual"), "elicit", str(self.train_file(seed)), "--output", str(out),
+            [console_script("axolotl-ual"), "elicit", str(self.train_file(seed)), "--output", str(out),
              "--backend", "hf", "--method", "entropy", "--model", str(judge_dir / "model"),
              "--device", "cpu", "--dtype", "float32", "--batch-size", "32", "--no-progress"],
             self.data / f"elicit-{seed}.log", self.data,

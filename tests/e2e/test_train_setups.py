@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from axolotl_ual.demo import console_script
 from tests.conftest import (
     SAMPLE_CHAT,
     axolotl_env,
@@ -32,7 +31,7 @@ def test_two_process_data_parallel_matches_single_process_reference(tiny_model, 
     # 27 per rank: accelerate would fill an uneven last batch by repeating samples
     cfg = ual_config(tiny_model, tmp_path, max_steps=1, micro_batch_size=27)
     launcher = [
-        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu",
+        console_script("accelerate"), "launch", "--multi_gpu",
         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "-m", "axolotl.cli.train",
     ]
@@ -86,7 +85,7 @@ def test_demo_command(tmp_path):
     """The README's main command, on the embedded default (tiny model, bundled data, CPU)."""
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("axolotl-ual")), "demo", "--workdir", str(workdir)],
+        [console_script("axolotl-ual"), "demo", "--workdir", str(workdir)],
         env=axolotl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:]
