@@ -8,7 +8,7 @@ fields become top-level YAML keys and its validators see the whole config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,19 @@ DATA_KEYS = (
 )
 
 
-class UncertaintySource(str, Enum):
+class UncertaintySource(StrEnum):
     field = "field"  # a column of each row
     sidecar = "sidecar"  # a separate file keyed by sample content (`axolotl-ual elicit --sidecar`)
     constant = "constant"  # no uncertainty: eps = ual_smoothing_max everywhere
 
 
-class Mapping(str, Enum):
+class Mapping(StrEnum):
     linear = "linear"
     power = "power"
     rank = "rank"
 
 
-class MissingUncertainty(str, Enum):
+class MissingUncertainty(StrEnum):
     error = "error"
     default = "default"
 

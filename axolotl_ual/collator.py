@@ -32,10 +32,7 @@ def axolotl_collator_cls(cfg: Any, is_eval: bool) -> type:
         if (
             cfg.attn_implementation == "flex_attention"
             or cfg.model_config_type in SUPPORTED_MULTIPACK_MODEL_TYPES
-            or (
-                cfg.model_config_type == "llama"
-                and cfg.attn_implementation != "flash_attention_2"
-            )
+            or (cfg.model_config_type == "llama" and cfg.attn_implementation != "flash_attention_2")
         ):
             return V2BatchSamplerDataCollatorForSeq2Seq
         return BatchSamplerDataCollatorForSeq2Seq

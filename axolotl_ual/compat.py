@@ -43,7 +43,11 @@ def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
     if not _cpu_only_multi_process():
         return False
     device_map = cfg.get("device_map")
-    if isinstance(device_map, dict) and list(device_map) == [""] and isinstance(device_map[""], int):
+    if (
+        isinstance(device_map, dict)
+        and list(device_map) == [""]
+        and isinstance(device_map[""], int)
+    ):
         cfg["device_map"] = {"": "cpu"}
         return True
     return False

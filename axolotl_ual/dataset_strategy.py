@@ -67,7 +67,9 @@ class UncertaintyTokenizingStrategy(PromptTokenizingStrategy):
                 f"{type(self.inner).__name__} returned {len(ids)} rows for a batch of "
                 f"{len(uncertainty)}; UAL cannot align uncertainties with its output"
             )
-        tokenized[UNCERTAINTY_COLUMN] = [[u] * len(seq) for u, seq in zip(uncertainty, ids)]
+        tokenized[UNCERTAINTY_COLUMN] = [
+            [u] * len(seq) for u, seq in zip(uncertainty, ids, strict=True)
+        ]
         return tokenized
 
 

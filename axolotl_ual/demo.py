@@ -85,13 +85,22 @@ def run(args) -> int:
         command.append(f"--max-steps={args.max_steps}")
     env = offline_env()
     print(f"axolotl-ual demo: running `{' '.join(command)}` in {workdir}", flush=True)
-    process = subprocess.run([console_script("axolotl"), *command[1:]], check=False, cwd=workdir, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.run(
+        [console_script("axolotl"), *command[1:]],
+        check=False,
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     (workdir / "train.log").write_text(process.stdout)
     if process.returncode != 0:
         print(process.stdout[-4000:], file=sys.stderr)
-        print(f"axolotl train failed (exit {process.returncode}); log: {workdir / 'train.log'}",
-              file=sys.stderr)
+        print(
+            f"axolotl train failed (exit {process.returncode}); log: {workdir / 'train.log'}",
+            file=sys.stderr,
+        )
         return process.returncode
     print(summarize(process.stdout, workdir / "outputs"))
     return 0
@@ -131,7 +140,9 @@ def summarize(log_text: str, output_dir: Path) -> str:
         lines.append(f"  mean epsilon of trained tokens (last log): {last.get('ual_epsilon_mean')}")
     if evals:
         last = evals[-1]
-        per_bucket = {k.removeprefix("eval_ual_"): v for k, v in last.items() if k.startswith("eval_ual_nll")}
+        per_bucket = {
+            k.removeprefix("eval_ual_"): v for k, v in last.items() if k.startswith("eval_ual_nll")
+        }
         lines.append(f"  eval loss: {last['eval_loss']:.4f}; eval NLL by uncertainty: {per_bucket}")
     record = output_dir / "ual_run.json"
     if record.exists():

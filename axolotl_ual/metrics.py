@@ -20,12 +20,14 @@ class TrainingMeter:
     @torch.no_grad()
     def add(self, uncertainty: torch.Tensor, epsilon: torch.Tensor, trained: torch.Tensor) -> None:
         known = trained & ~torch.isnan(uncertainty)
-        row = torch.stack([
-            epsilon[trained].double().sum(),
-            uncertainty[known].double().sum(),
-            trained.sum().double(),
-            known.sum().double(),
-        ])
+        row = torch.stack(
+            [
+                epsilon[trained].double().sum(),
+                uncertainty[known].double().sum(),
+                trained.sum().double(),
+                known.sum().double(),
+            ]
+        )
         self.totals = row if self.totals is None else self.totals + row
 
     @staticmethod
@@ -66,7 +68,11 @@ class EvalBuckets:
         bucket = torch.bucketize(uncertainty.float(), self.edges.to(uncertainty.device), right=True)
         bucket = bucket.masked_fill(torch.isnan(uncertainty), n_buckets)
         values = torch.stack(
-            [stats.nll.double(), stats.correct.double(), torch.ones_like(stats.nll, dtype=torch.float64)],
+            [
+                stats.nll.double(),
+                stats.correct.double(),
+                torch.ones_like(stats.nll, dtype=torch.float64),
+            ],
             dim=-1,
         )
         totals = torch.zeros(n_buckets + 1, 3, dtype=torch.float64, device=uncertainty.device)

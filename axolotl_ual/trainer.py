@@ -98,7 +98,10 @@ class UALTrainer(AxolotlTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if self._signature_columns is not None and UNCERTAINTY_COLUMN not in self._signature_columns:
+        if (
+            self._signature_columns is not None
+            and UNCERTAINTY_COLUMN not in self._signature_columns
+        ):
             self._signature_columns.append(UNCERTAINTY_COLUMN)
 
     # --- loss ---------------------------------------------------------------------------
@@ -225,8 +228,14 @@ class UALTrainer(AxolotlTrainer):
             meter.totals = None
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
-                        ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self,
+        dataloader,
+        description,
+        prediction_loss_only=None,
+        ignore_keys=None,
+        metric_key_prefix="eval",
+    ):
         buckets = self._eval_buckets
         buckets.totals = None
         output = super().evaluation_loop(
@@ -250,8 +259,11 @@ class UALTrainer(AxolotlTrainer):
             return
         unwrapped = self.accelerator.unwrap_model(model)
         # bitsandbytes' own layers (PEFT's LoRA wrappers around them reuse the class names)
-        layers = [type(m).__name__ for m in unwrapped.modules()
-                  if type(m).__module__.startswith("bitsandbytes")]
+        layers = [
+            type(m).__name__
+            for m in unwrapped.modules()
+            if type(m).__module__.startswith("bitsandbytes")
+        ]
         record = {
             "loss_path": self.ual_loss_path,
             "fallback_reason": fallback_reason,
@@ -261,7 +273,9 @@ class UALTrainer(AxolotlTrainer):
             "uncertainty_source": self.args.ual_uncertainty_source,
             "linear_4bit_layers": layers.count("Linear4bit"),
             "linear_8bit_layers": layers.count("Linear8bitLt"),
-            "trainable_parameters": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad),
+            "trainable_parameters": sum(
+                p.numel() for p in unwrapped.parameters() if p.requires_grad
+            ),
             "world_size": self.accelerator.num_processes,
         }
         path = Path(self.args.output_dir) / "ual_run.json"
@@ -284,4 +298,3 @@ def _first_tokens(inputs: dict[str, Any]) -> dict[str, Any]:
         else:
             sample[key] = value
     return sample
-

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .rows import SIDECAR_KEY, SIDECAR_UNCERTAINTY, InvalidUncertainty, parse_uncertainty, sample_key
+from .rows import (
+    SIDECAR_KEY,
+    SIDECAR_UNCERTAINTY,
+    InvalidUncertainty,
+    parse_uncertainty,
+    sample_key,
+)
 
 MAX_REPORTED_ROWS = 5
 
@@ -86,8 +92,9 @@ def resolve_uncertainties(
             "`axolotl-ual elicit`, point ual_uncertainty_field at the right column, or set "
             "ual_missing_uncertainty: default"
         )
-    return _validated(values, settings, dataset_name=dataset_name, where=where,
-                      missing_text=missing_text)
+    return _validated(
+        values, settings, dataset_name=dataset_name, where=where, missing_text=missing_text
+    )
 
 
 def _lenient(raw: Any) -> float:

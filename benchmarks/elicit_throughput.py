@@ -63,6 +63,7 @@ def entry_point() -> list[str]:
         [sys.executable, "-c", "from axolotl_ual.cli import build_parser; build_parser()"],
         env=child_env(),
         capture_output=True,
+        check=False,
     )
     module = "axolotl_ual.cli" if probe.returncode == 0 else "axolotl_ual.elicit"
     return [sys.executable, "-m", module]
@@ -92,7 +93,9 @@ def timed_run(command: list[str], base_url: str, rows: int, concurrency: int, fo
         ),
     ]
     started = time.perf_counter()
-    result = subprocess.run(argv, cwd=folder, env=child_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        argv, cwd=folder, env=child_env(), capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"elicit failed ({result.returncode}):\n{result.stderr[-2000:]}")

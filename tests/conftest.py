@@ -66,7 +66,11 @@ def ual_config(model_dir: Path, workdir: Path, **overrides) -> dict:
         "ual_smoothing_min": 0.0,
         "ual_smoothing_max": 0.2,
         "datasets": [
-            {"path": str(SAMPLE_CHAT), "type": "axolotl_ual.chat_template", "field_messages": "messages"}
+            {
+                "path": str(SAMPLE_CHAT),
+                "type": "axolotl_ual.chat_template",
+                "field_messages": "messages",
+            }
         ],
         "chat_template": "tokenizer_default",
         "sequence_len": 256,
@@ -91,8 +95,14 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-def run_axolotl(command: str, config: Path, *, launcher: list[str] | None = None,
-                env: dict[str, str] | None = None, timeout=600):
+def run_axolotl(
+    command: str,
+    config: Path,
+    *,
+    launcher: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout=600,
+):
     """`axolotl <command> config` (or under `launcher`) in a subprocess; output captured."""
     if launcher:  # e.g. accelerate launch ... -m axolotl.cli.train
         argv = [*launcher, str(config)]
@@ -106,6 +116,7 @@ def run_axolotl(command: str, config: Path, *, launcher: list[str] | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         timeout=timeout,
+        check=False,
     )
 
 
@@ -124,6 +135,8 @@ def train_losses(records: list[dict]) -> list[float]:
 
 def log_history(output_dir: Path) -> list[dict]:
     """`trainer_state.json`'s log history from the last checkpoint (full precision)."""
-    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = sorted(
+        Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
+    )
     assert checkpoints, f"no checkpoint in {output_dir}: set save_strategy: steps"
     return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]

@@ -17,14 +17,24 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def axolotl_tokenized(tokenizer, rows: list[dict], ds_type: str = "chat_template", *,
-                      sequence_len: int = 256, train_on_inputs: bool = False, **ds_options):
+def axolotl_tokenized(
+    tokenizer,
+    rows: list[dict],
+    ds_type: str = "chat_template",
+    *,
+    sequence_len: int = 256,
+    train_on_inputs: bool = False,
+    **ds_options,
+):
     """Rows tokenized by axolotl's own `chat_template` or `alpaca` strategy."""
     from axolotl.utils.dict import DictDefault
 
     cfg = DictDefault(
-        {"sequence_len": sequence_len, "train_on_inputs": train_on_inputs,
-         "chat_template": "tokenizer_default"}
+        {
+            "sequence_len": sequence_len,
+            "train_on_inputs": train_on_inputs,
+            "chat_template": "tokenizer_default",
+        }
     )
     if ds_type == "chat_template":
         from axolotl.prompt_strategies.chat_template import load
@@ -34,7 +44,9 @@ def axolotl_tokenized(tokenizer, rows: list[dict], ds_type: str = "chat_template
         from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
         from axolotl.prompters import AlpacaPrompter
 
-        strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter(None), tokenizer, train_on_inputs, sequence_len)
+        strategy = AlpacaPromptTokenizingStrategy(
+            AlpacaPrompter(None), tokenizer, train_on_inputs, sequence_len
+        )
     else:
         raise ValueError(ds_type)
     return [strategy.tokenize_prompt(dict(row)) for row in rows]
@@ -47,12 +59,14 @@ def smoothed_loss_reference(model_dir: Path, tokenized: list[dict], epsilons: li
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64).eval()
     total, tokens, eps_sum = 0.0, 0, 0.0
-    for row, eps in zip(tokenized, epsilons):
+    for row, eps in zip(tokenized, epsilons, strict=True):
         ids = torch.tensor(row["input_ids"])[None]
         logits = model(input_ids=ids).logits[0]
         target = torch.tensor(row["labels"])[1:]
         mask = target != -100
-        total += F.cross_entropy(logits[:-1][mask], target[mask], label_smoothing=eps, reduction="sum").item()
+        total += F.cross_entropy(
+            logits[:-1][mask], target[mask], label_smoothing=eps, reduction="sum"
+        ).item()
         tokens += int(mask.sum())
         eps_sum += eps * int(mask.sum())
     return total / tokens, eps_sum / tokens

@@ -12,15 +12,19 @@ from axolotl_ual.collator import UALDataCollator
 
 def _sample(n, u, start=10):
     ids = list(range(start, start + n))
-    return {"input_ids": ids, "attention_mask": [1] * n, "labels": [-100] + ids[1:],
-            "ual_uncertainty": [u] * n}
+    return {
+        "input_ids": ids,
+        "attention_mask": [1] * n,
+        "labels": [-100, *ids[1:]],
+        "ual_uncertainty": [u] * n,
+    }
 
 
 def _check_alignment(batch, expected_rows):
     """Every non-padded label position carries its sample's uncertainty."""
     u = batch["ual_uncertainty"]
     assert u.shape == batch["labels"].shape and u.dtype == torch.float32
-    for row, expected in zip(u, expected_rows):
+    for row, expected in zip(u, expected_rows, strict=True):
         assert row.tolist() == pytest.approx(expected)
 
 
@@ -28,11 +32,16 @@ def _check_alignment(batch, expected_rows):
 def test_padding_follows_the_tokenizer(tiny_tokenizer, side):
     tiny_tokenizer.padding_side = side
     try:
-        collator = UALDataCollator(tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq,
-                                   pad_to_multiple_of=8, return_tensors="pt")
+        collator = UALDataCollator(
+            tiny_tokenizer,
+            base_collator_cls=DataCollatorForSeq2Seq,
+            pad_to_multiple_of=8,
+            return_tensors="pt",
+        )
         batch = collator([_sample(3, 0.2), _sample(5, 0.7)])
     finally:
         tiny_tokenizer.padding_side = "right"
+
     def padded(values, length=8):
         pad = [0.0] * (length - len(values))
         return values + pad if side == "right" else pad + values
@@ -43,8 +52,12 @@ def test_padding_follows_the_tokenizer(tiny_tokenizer, side):
 
 
 def test_packs_concatenate_like_labels(tiny_tokenizer):
-    collator = UALDataCollator(tiny_tokenizer, base_collator_cls=V2BatchSamplerDataCollatorForSeq2Seq,
-                               pad_to_multiple_of=16, return_tensors="pt")
+    collator = UALDataCollator(
+        tiny_tokenizer,
+        base_collator_cls=V2BatchSamplerDataCollatorForSeq2Seq,
+        pad_to_multiple_of=16,
+        return_tensors="pt",
+    )
     packs = [[_sample(3, 0.1), _sample(4, 0.9)], [_sample(5, 0.5)]]
     batch = collator(packs)
     _check_alignment(batch, [[0.1] * 3 + [0.9] * 4 + [0.0] * 9, [0.5] * 5 + [0.0] * 11])
@@ -56,14 +69,21 @@ def test_truncated_rows_stay_aligned(tiny_tokenizer):
     sample = _sample(6, 0.4)
     for key in ("input_ids", "attention_mask", "labels"):
         sample[key] = sample[key][:4]
-    collator = UALDataCollator(tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt")
+    collator = UALDataCollator(
+        tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt"
+    )
     batch = collator([sample])
     _check_alignment(batch, [[0.4] * 4])
 
 
 def test_flattening(tiny_tokenizer):
-    collator = UALDataCollator(tiny_tokenizer, base_collator_cls=DataCollatorWithFlattening,
-                               padding=True, pad_to_multiple_of=8, return_tensors="pt")
+    collator = UALDataCollator(
+        tiny_tokenizer,
+        base_collator_cls=DataCollatorWithFlattening,
+        padding=True,
+        pad_to_multiple_of=8,
+        return_tensors="pt",
+    )
     batch = collator([_sample(2, 0.3), _sample(3, 0.6)])
     _check_alignment(batch, [[0.3] * 2 + [0.6] * 3])
 
@@ -71,6 +91,8 @@ def test_flattening(tiny_tokenizer):
 def test_missing_field_says_what_to_do(tiny_tokenizer):
     sample = _sample(3, 0.1)
     del sample["ual_uncertainty"]
-    collator = UALDataCollator(tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt")
+    collator = UALDataCollator(
+        tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt"
+    )
     with pytest.raises(KeyError, match="every dataset must use a UAL type"):
         collator([sample])

@@ -45,26 +45,45 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"ual_smoothing_min": 0.3, "ual_smoothing_max": 0.2}, "ual_smoothing_min <= ual_smoothing_max"),
+        (
+            {"ual_smoothing_min": 0.3, "ual_smoothing_max": 0.2},
+            "ual_smoothing_min <= ual_smoothing_max",
+        ),
         ({"ual_smoothing_max": 1.0}, "< 1"),
         ({"ual_smoothing_min": -0.1}, "0 <= ual_smoothing_min"),
         ({"ual_uncertainty_source": "judge"}, "ual_uncertainty_source"),
         ({"ual_mapping": "sigmoid"}, "ual_mapping"),
         ({"ual_uncertainty_source": "sidecar"}, "needs ual_uncertainty_file"),
-        ({"ual_uncertainty_source": "sidecar", "ual_uncertainty_file": "/nonexistent/scores.jsonl"},
-         "does not exist"),
-        ({"ual_uncertainty_file": str(SAMPLE_CHAT)}, "only read with ual_uncertainty_source: sidecar"),
+        (
+            {
+                "ual_uncertainty_source": "sidecar",
+                "ual_uncertainty_file": "/nonexistent/scores.jsonl",
+            },
+            "does not exist",
+        ),
+        (
+            {"ual_uncertainty_file": str(SAMPLE_CHAT)},
+            "only read with ual_uncertainty_source: sidecar",
+        ),
         ({"ual_default_uncertainty": 1.5}, "ual_default_uncertainty"),
         ({"ual_eval_buckets": [0.7, 0.3]}, "increasing cut points"),
         ({"label_smoothing_factor": 0.1}, "label_smoothing_factor: 0.1"),
         ({"liger_fused_linear_cross_entropy": True}, "liger_fused_linear_cross_entropy: True"),
         ({"chunked_cross_entropy": True}, "chunked_cross_entropy: True"),
         ({"use_eaft": True}, "use_eaft: True"),
-        ({"plugins": ["axolotl_ual.UALPlugin",
-                      "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"]},
-         "CutCrossEntropyPlugin"),
-        ({"datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
-         "no dataset uses a UAL type"),
+        (
+            {
+                "plugins": [
+                    "axolotl_ual.UALPlugin",
+                    "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",
+                ]
+            },
+            "CutCrossEntropyPlugin",
+        ),
+        (
+            {"datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
+            "no dataset uses a UAL type",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key(tiny_model, overrides, message):
@@ -73,8 +92,14 @@ def test_invalid_configs_name_the_key(tiny_model, overrides, message):
 
 
 def test_cut_cross_entropy_plugin_switched_off_is_fine(tiny_model):
-    cfg = validate(tiny_model, cut_cross_entropy=False, plugins=[
-        "axolotl_ual.UALPlugin", "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"])
+    cfg = validate(
+        tiny_model,
+        cut_cross_entropy=False,
+        plugins=[
+            "axolotl_ual.UALPlugin",
+            "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",
+        ],
+    )
     assert cfg.cut_cross_entropy is False
 
 
@@ -114,5 +139,10 @@ def test_example_configs_validate(tiny_model, path):
 
 def test_examples_exist():
     assert {p.name for p in EXAMPLES} >= {
-        "tiny_cpu_demo.yml", "qlora_8b_24gb.yml", "lora_7b.yml", "full_finetune.yml",
-        "baseline_fixed_smoothing.yml", "baseline_sft.yml"}
+        "tiny_cpu_demo.yml",
+        "qlora_8b_24gb.yml",
+        "lora_7b.yml",
+        "full_finetune.yml",
+        "baseline_fixed_smoothing.yml",
+        "baseline_sft.yml",
+    }

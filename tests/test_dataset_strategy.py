@@ -18,10 +18,16 @@ from tests.reference import read_jsonl
 
 
 def _cfg(**overrides):
-    return DictDefault({
-        "plugins": ["axolotl_ual.UALPlugin"], "sequence_len": 256, "train_on_inputs": False,
-        "chat_template": "tokenizer_default", "dataset_num_proc": 1, **overrides,
-    })
+    return DictDefault(
+        {
+            "plugins": ["axolotl_ual.UALPlugin"],
+            "sequence_len": 256,
+            "train_on_inputs": False,
+            "chat_template": "tokenizer_default",
+            "dataset_num_proc": 1,
+            **overrides,
+        }
+    )
 
 
 def _tokenize(tokenizer, cfg, ds_type, rows, **ds_options):
@@ -45,8 +51,12 @@ CHAT_OPTIONS = [
 def test_chat_template_equals_axolotl(tiny_tokenizer, options, train_on_inputs):
     rows = read_jsonl(SAMPLE_CHAT)
     cfg = _cfg(train_on_inputs=train_on_inputs)
-    ours = _tokenize(tiny_tokenizer, cfg, "axolotl_ual.chat_template", rows, field_messages="messages", **options)
-    theirs = _tokenize(tiny_tokenizer, cfg, "chat_template", rows, field_messages="messages", **options)
+    ours = _tokenize(
+        tiny_tokenizer, cfg, "axolotl_ual.chat_template", rows, field_messages="messages", **options
+    )
+    theirs = _tokenize(
+        tiny_tokenizer, cfg, "chat_template", rows, field_messages="messages", **options
+    )
     _assert_same_plus_uncertainty(ours, theirs, [r["uncertainty"] for r in rows])
 
 
@@ -63,8 +73,10 @@ def _assert_same_plus_uncertainty(ours, theirs, uncertainties):
     assert set(ours.column_names) == set(theirs.column_names) | {UNCERTAINTY_COLUMN}
     for column in theirs.column_names:
         assert ours[column] == theirs[column], column
-    assert any(any(l != -100 for l in labels) for labels in ours["labels"])
-    for values, ids, u in zip(ours[UNCERTAINTY_COLUMN], ours["input_ids"], uncertainties):
+    assert any(any(label != -100 for label in labels) for labels in ours["labels"])
+    for values, ids, u in zip(
+        ours[UNCERTAINTY_COLUMN], ours["input_ids"], uncertainties, strict=True
+    ):
         assert len(values) == len(ids) and values == pytest.approx([u] * len(ids))
 
 
@@ -72,8 +84,12 @@ def _assert_same_plus_uncertainty(ours, theirs, uncertainties):
 
 
 def _resolve(rows, **settings):
-    return resolve_uncertainties(Dataset.from_list(rows), UncertaintySettings(**settings),
-                                 dataset_name="data.jsonl", content_fields=content_fields(CHAT))
+    return resolve_uncertainties(
+        Dataset.from_list(rows),
+        UncertaintySettings(**settings),
+        dataset_name="data.jsonl",
+        content_fields=content_fields(CHAT),
+    )
 
 
 MSG = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
@@ -103,7 +119,9 @@ def test_non_numeric_values_are_refused():
 
 def test_every_bad_row_is_counted_and_the_first_five_shown():
     rows = [{"messages": MSG, "uncertainty": 2.0} for _ in range(8)]
-    with pytest.raises(UncertaintyDataError, match=r"8 row\(s\) .*row 4: 2 is outside .*and 3 more"):
+    with pytest.raises(
+        UncertaintyDataError, match=r"8 row\(s\) .*row 4: 2 is outside .*and 3 more"
+    ):
         _resolve(rows)
 
 
@@ -112,12 +130,14 @@ def test_missing_values_use_the_default_when_asked():
     assert _resolve(rows, missing="default", default=0.6) == [0.3, 0.6]
     # invalid values are still errors
     with pytest.raises(UncertaintyDataError, match="outside"):
-        _resolve(rows + [{"messages": MSG, "uncertainty": 3.0}], missing="default")
+        _resolve([*rows, {"messages": MSG, "uncertainty": 3.0}], missing="default")
 
 
 def test_missing_column():
     rows = [{"messages": MSG}]
-    with pytest.raises(UncertaintyDataError, match=r"has no column 'uncertainty'.*columns are \['messages'\]"):
+    with pytest.raises(
+        UncertaintyDataError, match=r"has no column 'uncertainty'.*columns are \['messages'\]"
+    ):
         _resolve(rows)
     assert _resolve(rows, missing="default", default=0.4) == [0.4]
 
@@ -127,21 +147,31 @@ def test_sidecar_joins_by_content(tmp_path):
     rows = [{"messages": MSG, "id": 1}, {"messages": other, "id": 2}]
     sidecar = tmp_path / "scores.jsonl"
     sidecar.write_text(
-        json.dumps({"sample_key": sample_key({"messages": other}, ["messages"]), "uncertainty": 0.05}) + "\n"
-        + json.dumps({"sample_key": sample_key({"messages": MSG}, ["messages"]), "uncertainty": 0.8}) + "\n"
+        json.dumps(
+            {"sample_key": sample_key({"messages": other}, ["messages"]), "uncertainty": 0.05}
+        )
+        + "\n"
+        + json.dumps(
+            {"sample_key": sample_key({"messages": MSG}, ["messages"]), "uncertainty": 0.8}
+        )
+        + "\n"
     )
     assert _resolve(rows, source="sidecar", file=str(sidecar)) == [0.8, 0.05]
 
-    unknown = rows + [{"messages": [{"role": "user", "content": "new"}], "id": 3}]
-    with pytest.raises(UncertaintyDataError, match=r"sidecar file .*row 2: no annotation for this sample"):
+    unknown = [*rows, {"messages": [{"role": "user", "content": "new"}], "id": 3}]
+    with pytest.raises(
+        UncertaintyDataError, match=r"sidecar file .*row 2: no annotation for this sample"
+    ):
         _resolve(unknown, source="sidecar", file=str(sidecar))
 
 
 def test_sidecar_conflicting_duplicates(tmp_path):
     key = sample_key({"messages": MSG}, ["messages"])
     sidecar = tmp_path / "scores.jsonl"
-    sidecar.write_text("".join(json.dumps({"sample_key": key, "uncertainty": u}) + "\n" for u in (0.1, 0.2)))
-    with pytest.raises(UncertaintyDataError, match="line 2: sample .* appears twice"):
+    sidecar.write_text(
+        "".join(json.dumps({"sample_key": key, "uncertainty": u}) + "\n" for u in (0.1, 0.2))
+    )
+    with pytest.raises(UncertaintyDataError, match=r"line 2: sample .* appears twice"):
         _resolve([{"messages": MSG}], source="sidecar", file=str(sidecar))
 
 
@@ -155,5 +185,5 @@ def test_constant_source_keeps_usable_values_for_metrics_only():
 def test_bad_rows_fail_through_axolotls_dispatch(tiny_tokenizer):
     rows = read_jsonl(SAMPLE_CHAT)[:5]
     rows[3]["uncertainty"] = 7
-    with pytest.raises(UncertaintyDataError, match="dataset 'rows.jsonl'.*row 3: 7 is outside"):
+    with pytest.raises(UncertaintyDataError, match=r"dataset 'rows.jsonl'.*row 3: 7 is outside"):
         _tokenize(tiny_tokenizer, _cfg(), "axolotl_ual.chat_template", rows)

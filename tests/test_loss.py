@@ -47,8 +47,14 @@ def _reference(hidden, weight, bias, labels, eps, softcap=None, reduction="mean"
         if flat_labels[i] == IGNORE:
             per_token.append(flat_logits.new_zeros(()))
             continue
-        per_token.append(F.cross_entropy(flat_logits[i : i + 1], flat_labels[i : i + 1],
-                                         label_smoothing=float(flat_eps[i]), reduction="sum"))
+        per_token.append(
+            F.cross_entropy(
+                flat_logits[i : i + 1],
+                flat_labels[i : i + 1],
+                label_smoothing=float(flat_eps[i]),
+                reduction="sum",
+            )
+        )
     per_token = torch.stack(per_token).reshape(labels.shape)
     if reduction == "none":
         return per_token
@@ -69,28 +75,42 @@ def _grads(fn, tensors, grad_output):
 @pytest.mark.parametrize("chunk_size", [1, 5, None], ids=["chunk1", "chunk5", "default"])
 def test_linear_ce_per_token_eps_matches_float64_reference(reduction, softcap, chunk_size):
     hidden, weight, bias, labels, eps = _inputs()
-    grad_output = torch.rand(labels.shape, dtype=torch.float64) if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
+    grad_output = (
+        torch.rand(labels.shape, dtype=torch.float64)
+        if reduction == "none"
+        else torch.tensor(1.7, dtype=torch.float64)
+    )
 
     ref, ref_grads = _grads(
-        lambda h, w, b: _reference(h, w, b, labels, eps, softcap, reduction), [hidden, weight, bias], grad_output)
+        lambda h, w, b: _reference(h, w, b, labels, eps, softcap, reduction),
+        [hidden, weight, bias],
+        grad_output,
+    )
     ours, our_grads = _grads(
-        lambda h, w, b: linear_cross_entropy(h, w, labels, eps, bias=b, softcap=softcap,
-                                             reduction=reduction, chunk_size=chunk_size),
-        [hidden, weight, bias], grad_output)
+        lambda h, w, b: linear_cross_entropy(
+            h, w, labels, eps, bias=b, softcap=softcap, reduction=reduction, chunk_size=chunk_size
+        ),
+        [hidden, weight, bias],
+        grad_output,
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    for mine, theirs in zip(our_grads, ref_grads):
+    for mine, theirs in zip(our_grads, ref_grads, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
 
 
 def test_linear_ce_fp32_within_fp32_precision_of_float64():
     hidden, weight, bias, labels, eps = _inputs(shape=(4, 64), d=32, vocab=300)
-    ref, ref_grads = _grads(lambda h, w, b: _reference(h, w, b, labels, eps), [hidden, weight, bias], 1.0)
+    ref, ref_grads = _grads(
+        lambda h, w, b: _reference(h, w, b, labels, eps), [hidden, weight, bias], 1.0
+    )
     ours, our_grads = _grads(
         lambda h, w, b: linear_cross_entropy(h, w, labels, eps.float(), bias=b, chunk_size=40),
-        [hidden.float(), weight.float(), bias.float()], 1.0)
+        [hidden.float(), weight.float(), bias.float()],
+        1.0,
+    )
     assert ours.dtype == torch.float32
     assert abs(ours.double() - ref) <= 1e-6 * abs(ref)
-    for mine, theirs in zip(our_grads, ref_grads):
+    for mine, theirs in zip(our_grads, ref_grads, strict=True):
         torch.testing.assert_close(mine.double(), theirs, rtol=1e-5, atol=1e-7)
 
 
@@ -99,8 +119,13 @@ def test_linear_ce_fp32_within_fp32_precision_of_float64():
 def test_constant_eps_equals_torch_label_smoothing(eps, reduction):
     hidden, weight, _, labels, _ = _inputs(shape=(2, 9), dtype=torch.float32)
     logits = hidden @ weight.t()
-    torch_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                 label_smoothing=eps, reduction=reduction, ignore_index=IGNORE)
+    torch_loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        label_smoothing=eps,
+        reduction=reduction,
+        ignore_index=IGNORE,
+    )
     if reduction == "none":
         torch_loss = torch_loss.reshape(labels.shape)
     fused = linear_cross_entropy(hidden, weight, labels, eps, reduction=reduction)
@@ -132,7 +157,9 @@ def test_all_ignored_gives_zero_loss_and_zero_grads(reduction):
     loss.sum().backward()
     assert torch.count_nonzero(loss) == 0 and not torch.isnan(loss).any()
     assert all(torch.count_nonzero(t.grad) == 0 for t in (h, w, b))
-    from_logits = smoothed_cross_entropy(hidden @ weight.t(), labels, eps.float(), reduction=reduction)
+    from_logits = smoothed_cross_entropy(
+        hidden @ weight.t(), labels, eps.float(), reduction=reduction
+    )
     assert torch.count_nonzero(from_logits) == 0 and not torch.isnan(from_logits).any()
 
 
@@ -140,16 +167,24 @@ def test_bf16_inputs_accumulate_in_fp32():
     hidden, weight, bias, labels, eps = _inputs(shape=(2, 50), d=64, vocab=500)
     h16, w16, b16 = (t.to(torch.bfloat16) for t in (hidden, weight, bias))
     # reference on exactly the bf16 values, in float64
-    ref, ref_grads = _grads(lambda h, w, b: _reference(h, w, b, labels, eps),
-                            [h16.double(), w16.double(), b16.double()], 1.0)
-    ours, our_grads = _grads(lambda h, w, b: linear_cross_entropy(h, w, labels, eps.float(), bias=b),
-                             [h16, w16, b16], 1.0)
+    ref, ref_grads = _grads(
+        lambda h, w, b: _reference(h, w, b, labels, eps),
+        [h16.double(), w16.double(), b16.double()],
+        1.0,
+    )
+    ours, our_grads = _grads(
+        lambda h, w, b: linear_cross_entropy(h, w, labels, eps.float(), bias=b),
+        [h16, w16, b16],
+        1.0,
+    )
     assert ours.dtype == torch.float32
     assert [g.dtype for g in our_grads] == [torch.bfloat16] * 3
     # CPU rounds each logit to bf16 as the model's own lm_head would (see the docstring)
     assert abs(ours.double() - ref) <= 2e-2 * abs(ref)
-    for mine, theirs in zip(our_grads, ref_grads):
-        torch.testing.assert_close(mine.double(), theirs, rtol=5e-2, atol=5e-2 * theirs.abs().max().item())
+    for mine, theirs in zip(our_grads, ref_grads, strict=True):
+        torch.testing.assert_close(
+            mine.double(), theirs, rtol=5e-2, atol=5e-2 * theirs.abs().max().item()
+        )
 
 
 def test_gradient_accumulation_equivalence():
@@ -163,15 +198,26 @@ def test_gradient_accumulation_equivalence():
 
     h2, w2 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     accumulated = sum(
-        linear_cross_entropy(h2[i : i + 2], w2, labels[i : i + 2], eps[i : i + 2], bias=bias, reduction="sum") / total
+        linear_cross_entropy(
+            h2[i : i + 2], w2, labels[i : i + 2], eps[i : i + 2], bias=bias, reduction="sum"
+        )
+        / total
         for i in (0, 2)
     )
     acc_grads = torch.autograd.grad(accumulated, [h2, w2])
     torch.testing.assert_close(accumulated, full, rtol=1e-12, atol=0)
-    for a, b in zip(acc_grads, full_grads):
+    for a, b in zip(acc_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # whereas averaging the micro-batch means is not the same (uneven token counts)
-    means = sum(linear_cross_entropy(hidden[i : i + 2], weight, labels[i : i + 2], eps[i : i + 2], bias=bias) for i in (0, 2)) / 2
+    means = (
+        sum(
+            linear_cross_entropy(
+                hidden[i : i + 2], weight, labels[i : i + 2], eps[i : i + 2], bias=bias
+            )
+            for i in (0, 2)
+        )
+        / 2
+    )
     assert abs(means - full) > 1e-6
 
 
@@ -181,18 +227,29 @@ def test_token_statistics_agree(softcap):
     logits = hidden @ weight.t() + bias
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
-    fused = linear_token_statistics(hidden, weight, labels, bias=bias, softcap=softcap, chunk_size=7)
+    fused = linear_token_statistics(
+        hidden, weight, labels, bias=bias, softcap=softcap, chunk_size=7
+    )
     direct = token_statistics(logits, labels)
     valid = labels != IGNORE
     lse = torch.logsumexp(logits, -1)
     target = logits.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
     for stats in (fused, direct):
         assert torch.equal(stats.valid, valid)
-        torch.testing.assert_close(stats.nll[valid].double(), (lse - target)[valid], rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(stats.uniform_ce[valid].double(), (lse - logits.mean(-1))[valid], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            stats.nll[valid].double(), (lse - target)[valid], rtol=1e-6, atol=1e-6
+        )
+        torch.testing.assert_close(
+            stats.uniform_ce[valid].double(), (lse - logits.mean(-1))[valid], rtol=1e-6, atol=1e-6
+        )
         assert torch.equal(stats.correct, valid & (logits.argmax(-1) == labels))
         smoothed = stats.smoothed(eps.float())[valid].double()
-        torch.testing.assert_close(smoothed, _reference(hidden, weight, bias, labels, eps, softcap, "none")[valid], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            smoothed,
+            _reference(hidden, weight, bias, labels, eps, softcap, "none")[valid],
+            rtol=1e-6,
+            atol=1e-6,
+        )
     assert fused.correct.any()  # the check above compared something
 
 

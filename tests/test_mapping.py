@@ -11,8 +11,12 @@ def _eps(mapping, values):
 
 
 def test_linear_is_the_papers_mapping():
-    assert _eps(UncertaintyToEpsilon("linear", 0.0, 0.2), [0.0, 0.25, 1.0]) == pytest.approx([0.0, 0.05, 0.2])
-    assert _eps(UncertaintyToEpsilon("linear", 0.05, 0.15), [0.0, 0.5, 1.0]) == pytest.approx([0.05, 0.10, 0.15])
+    assert _eps(UncertaintyToEpsilon("linear", 0.0, 0.2), [0.0, 0.25, 1.0]) == pytest.approx(
+        [0.0, 0.05, 0.2]
+    )
+    assert _eps(UncertaintyToEpsilon("linear", 0.05, 0.15), [0.0, 0.5, 1.0]) == pytest.approx(
+        [0.05, 0.10, 0.15]
+    )
 
 
 def test_power():

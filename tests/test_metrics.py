@@ -13,8 +13,12 @@ from axolotl_ual.metrics import EvalBuckets, TrainingMeter, bucket_names
 
 def _stats(nll, correct, valid):
     nll = torch.tensor(nll, dtype=torch.float32)
-    return TokenStatistics(nll=nll, uniform_ce=torch.zeros_like(nll),
-                           correct=torch.tensor(correct), valid=torch.tensor(valid))
+    return TokenStatistics(
+        nll=nll,
+        uniform_ce=torch.zeros_like(nll),
+        correct=torch.tensor(correct),
+        valid=torch.tensor(valid),
+    )
 
 
 def test_eval_buckets_by_hand():
@@ -22,7 +26,11 @@ def test_eval_buckets_by_hand():
     u = torch.tensor([[0.1] * 4, [0.9] * 4, [1 / 3] * 3 + [0.0]])
     stats = _stats(
         nll=[[1.0, 2.0, 3.0, 9.0], [4.0, 6.0, 0.0, 0.0], [0.5, 1.5, 2.5, 0.0]],
-        correct=[[True, False, True, True], [False, True, False, False], [True, True, False, False]],
+        correct=[
+            [True, False, True, True],
+            [False, True, False, False],
+            [True, True, False, False],
+        ],
         valid=[[True, True, True, False], [True, True, False, False], [True, True, True, False]],
     )
     buckets = EvalBuckets([1 / 3, 2 / 3])
@@ -51,7 +59,11 @@ def test_unknown_uncertainty_counts_overall_only():
 
 def test_training_meter_is_token_weighted():
     meter = TrainingMeter()
-    meter.add(torch.tensor([0.5, 0.5, 1.0]), torch.tensor([0.1, 0.1, 0.2]), torch.tensor([True, True, False]))
+    meter.add(
+        torch.tensor([0.5, 0.5, 1.0]),
+        torch.tensor([0.1, 0.1, 0.2]),
+        torch.tensor([True, True, False]),
+    )
     meter.add(torch.tensor([0.0, math.nan]), torch.tensor([0.0, 0.2]), torch.tensor([True, True]))
     got = TrainingMeter.metrics(meter.totals)
     assert got["ual_epsilon_mean"] == pytest.approx(0.4 / 4)

@@ -18,8 +18,16 @@ from axolotl_ual.loss import linear_cross_entropy, smoothed_cross_entropy
 from axolotl_ual.output_head import UnsupportedHead, find_output_head
 
 VOCAB, HIDDEN = 96, 32
-SMALL = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
+SMALL = {
+    "vocab_size": VOCAB,
+    "hidden_size": HIDDEN,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 64,
+}
 
 
 def _model(kind: str, **extra):
@@ -30,9 +38,13 @@ def _model(kind: str, **extra):
         config = transformers.Gemma2Config(**SMALL, final_logit_softcapping=2.0, **extra)
         return transformers.Gemma2ForCausalLM(config)
     if kind == "cohere":  # logits * logit_scale, tied embeddings
-        return transformers.CohereForCausalLM(transformers.CohereConfig(**SMALL, logit_scale=0.5, **extra))
+        return transformers.CohereForCausalLM(
+            transformers.CohereConfig(**SMALL, logit_scale=0.5, **extra)
+        )
     if kind == "granite":  # logits / logits_scaling
-        return transformers.GraniteForCausalLM(transformers.GraniteConfig(**SMALL, logits_scaling=4.0, **extra))
+        return transformers.GraniteForCausalLM(
+            transformers.GraniteConfig(**SMALL, logits_scaling=4.0, **extra)
+        )
     raise ValueError(kind)
 
 
@@ -61,8 +73,16 @@ def _loss_and_grads(model, fused: bool):
             out = model(input_ids=ids)
         assert out.logits.numel() == 0  # the full logits were never built
         hidden, weight, bias = head.linear_inputs(captured[0])
-        loss = linear_cross_entropy(hidden, weight, labels, eps, bias=bias, softcap=head.softcap,
-                                    reduction="sum", chunk_size=5)
+        loss = linear_cross_entropy(
+            hidden,
+            weight,
+            labels,
+            eps,
+            bias=bias,
+            softcap=head.softcap,
+            reduction="sum",
+            chunk_size=5,
+        )
     else:
         loss = smoothed_cross_entropy(model(input_ids=ids).logits, labels, eps, reduction="sum")
     loss.backward()
@@ -76,7 +96,9 @@ def _assert_fused_equals_logits(model):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     assert our_grads.keys() == their_grads.keys() and their_grads
     for name in their_grads:
-        torch.testing.assert_close(our_grads[name], their_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            our_grads[name], their_grads[name], rtol=1e-4, atol=1e-6, msg=name
+        )
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma2", "cohere", "granite"])
@@ -84,7 +106,12 @@ def test_fused_equals_logits_path(kind):
     model = _model(kind)
     head = find_output_head(model)
     assert head.matches_model(model, {"input_ids": _batch()[0]})[0]
-    expected = {"llama": (1.0, None), "gemma2": (1.0, 2.0), "cohere": (0.5, None), "granite": (0.25, None)}
+    expected = {
+        "llama": (1.0, None),
+        "gemma2": (1.0, 2.0),
+        "cohere": (0.5, None),
+        "granite": (0.25, None),
+    }
     assert (head.scale, head.softcap) == expected[kind]
     _assert_fused_equals_logits(model)
 
@@ -103,8 +130,10 @@ def test_output_bias():
 
 
 def test_peft_lora_with_lm_head_in_modules_to_save():
-    model = get_peft_model(_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                       modules_to_save=["lm_head"]))
+    model = get_peft_model(
+        _model("llama"),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
+    )
     head = find_output_head(model)
     weight, _ = head.weight_and_bias()
     trainable = model.base_model.model.lm_head.modules_to_save["default"].weight

@@ -30,12 +30,18 @@ def test_plain_axolotl_config_is_untouched(tiny_model):
 
     from tests.conftest import SAMPLE_CHAT
 
-    cfg = DictDefault({
-        "base_model": str(tiny_model), "micro_batch_size": 1, "gradient_accumulation_steps": 1,
-        "learning_rate": 1e-4, "sequence_len": 128, "dataset_prepared_path": "prepared",
-        "datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}],
-        "ual_smoothing_max": 0.3,  # a UAL key in a config without the plugin is dropped
-    })
+    cfg = DictDefault(
+        {
+            "base_model": str(tiny_model),
+            "micro_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1e-4,
+            "sequence_len": 128,
+            "dataset_prepared_path": "prepared",
+            "datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}],
+            "ual_smoothing_max": 0.3,  # a UAL key in a config without the plugin is dropped
+        }
+    )
     validated = validate_config(cfg)
     assert "ual_smoothing_max" not in validated
     assert validated.dataset_prepared_path == "prepared"  # no ual-<fingerprint> folder

@@ -11,14 +11,21 @@ def _cfg(tmp_path, **overrides):
     data = tmp_path / "data.jsonl"
     if not data.exists():
         data.write_text('{"messages": [], "uncertainty": 0.1}\n')
-    return {"datasets": [{"path": str(data), "type": "axolotl_ual.chat_template"}],
-            "dataset_prepared_path": str(tmp_path / "prepared"), **overrides}
+    return {
+        "datasets": [{"path": str(data), "type": "axolotl_ual.chat_template"}],
+        "dataset_prepared_path": str(tmp_path / "prepared"),
+        **overrides,
+    }
 
 
 def test_data_keys_change_the_path_mapping_keys_do_not(tmp_path):
     base = data_fingerprint(_cfg(tmp_path))
-    for key, value in [("ual_uncertainty_field", "score"), ("ual_missing_uncertainty", "default"),
-                       ("ual_default_uncertainty", 0.9), ("ual_uncertainty_source", "constant")]:
+    for key, value in [
+        ("ual_uncertainty_field", "score"),
+        ("ual_missing_uncertainty", "default"),
+        ("ual_default_uncertainty", 0.9),
+        ("ual_uncertainty_source", "constant"),
+    ]:
         assert data_fingerprint(_cfg(tmp_path, **{key: value})) != base, key
     for key, value in [("ual_smoothing_max", 0.3), ("ual_mapping", "rank"), ("learning_rate", 1.0)]:
         assert data_fingerprint(_cfg(tmp_path, **{key: value})) == base, key

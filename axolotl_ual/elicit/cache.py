@@ -47,7 +47,8 @@ class ScoreCache:
         needs_newline = (
             self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
         )
-        self._file = open(self.path, "a", encoding="utf-8")
+        # kept open for the run (one flushed write per record); closed by close() / __exit__
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         if needs_newline:  # the last record was cut short by a kill: start on a fresh line
             self._file.write("\n")
             self._file.flush()

@@ -57,4 +57,6 @@ class TokenStatistics:
         return (1.0 - epsilon) * self.nll + epsilon * self.uniform_ce
 
     def reshape(self, shape) -> TokenStatistics:
-        return TokenStatistics(*(t.reshape(shape) for t in (self.nll, self.uniform_ce, self.correct, self.valid)))
+        return TokenStatistics(
+            *(t.reshape(shape) for t in (self.nll, self.uniform_ce, self.correct, self.valid))
+        )

@@ -127,7 +127,7 @@ def _flatten(hidden, weight, labels, bias, ignore_index, softcap, chunk_size):
 class _Spec:
     """Per-call constants: chunking, softcap, and the mean logit row (rank-one terms)."""
 
-    __slots__ = ("softcap", "chunk_size", "acc", "mean_row", "mean_bias")
+    __slots__ = ("acc", "chunk_size", "mean_bias", "mean_row", "softcap")
 
     def __init__(self, weight, bias, softcap: float | None, chunk_size: int):
         if chunk_size < 1:
@@ -172,8 +172,10 @@ class _ReducedLoss(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad_hidden, grad_weight, grad_bias = ctx.grads
         ctx.grads = None
-        scaled = [None if g is None else g.mul_(grad_output.to(g.dtype)) for g in
-                  (grad_hidden, grad_weight, grad_bias)]
+        scaled = [
+            None if g is None else g.mul_(grad_output.to(g.dtype))
+            for g in (grad_hidden, grad_weight, grad_bias)
+        ]
         return (*scaled, None, None, None, None, None, None)
 
 
@@ -257,7 +259,7 @@ class _Gradients:
         self.bias = bias
         self.vocab = weight.shape[0]
         self.acc = acc
-        full = dict(dtype=acc, device=weight.device)
+        full = {"dtype": acc, "device": weight.device}
         self.hidden = torch.zeros_like(hidden) if self.want_hidden else None
         self.weight_acc = torch.zeros(weight.shape, **full) if self.want_weight else None
         self.bias_acc = torch.zeros(weight.shape[:1], **full) if self.want_bias else None
@@ -322,10 +324,7 @@ _FP32_OUT_MATMUL: dict[str, bool] = {}
 
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, acc: torch.dtype):
     h = hidden.to(weight.dtype)
-    if weight.dtype == acc:
-        logits = h @ weight.t()
-    else:
-        logits = _half_matmul_fp32(h, weight.t())
+    logits = h @ weight.t() if weight.dtype == acc else _half_matmul_fp32(h, weight.t())
     if bias is not None:
         logits += bias.to(acc)
     return logits

@@ -6,7 +6,6 @@ The reference form, and the trainer's fallback when the fused path cannot apply.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._common import TokenStatistics, broadcast_epsilon, compute_dtype, reduce_losses
 

@@ -27,30 +27,43 @@ MATH = ("meta-math/MetaMathQA", "train")
 
 
 def chat_row(row: dict) -> dict:
-    return {"instruction": row["instruction"], "input": row.get("input") or "",
-            "output": row["output"], "source": "alpaca-gpt4"}
+    return {
+        "instruction": row["instruction"],
+        "input": row.get("input") or "",
+        "output": row["output"],
+        "source": "alpaca-gpt4",
+    }
 
 
 def math_row(row: dict) -> dict:
-    return {"instruction": row["query"], "input": "", "output": row["response"],
-            "source": f"metamath/{row.get('type', '')}".rstrip("/")}
+    return {
+        "instruction": row["query"],
+        "input": "",
+        "output": row["response"],
+        "source": f"metamath/{row.get('type', '')}".rstrip("/"),
+    }
 
 
-def mix(chat: Iterable[dict], math: Iterable[dict], n_chat: int, n_math: int, seed: int) -> list[dict]:
+def mix(
+    chat: Iterable[dict], math: Iterable[dict], n_chat: int, n_math: int, seed: int
+) -> list[dict]:
     """`n_chat` chat rows and `n_math` math rows (without replacement), shuffled together."""
     rng = random.Random(f"paper-scale mixture {seed}")
     chat, math = [chat_row(r) for r in chat], [math_row(r) for r in math]
     if n_chat > len(chat) or n_math > len(math):
-        raise SystemExit(f"asked for {n_chat} chat / {n_math} math rows; the sources hold "
-                         f"{len(chat)} / {len(math)}")
+        raise SystemExit(
+            f"asked for {n_chat} chat / {n_math} math rows; the sources hold "
+            f"{len(chat)} / {len(math)}"
+        )
     rows = rng.sample(chat, n_chat) + rng.sample(math, n_math)
     rng.shuffle(rows)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chat", type=int, default=20000, help="rows of open-ended chat")
     parser.add_argument("--math", type=int, default=20000, help="rows of MetaMathQA")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from datasets import load_dataset
 
-    rows = mix(load_dataset(CHAT[0], split=CHAT[1]), load_dataset(MATH[0], split=MATH[1]),
-               args.chat, args.math, args.seed)
+    rows = mix(
+        load_dataset(CHAT[0], split=CHAT[1]),
+        load_dataset(MATH[0], split=MATH[1]),
+        args.chat,
+        args.math,
+        args.seed,
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

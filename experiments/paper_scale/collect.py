@@ -31,7 +31,9 @@ def newest_result(arm_dir: Path) -> dict | None:
 
 def score(result: dict, filter_name: str = FILTER) -> tuple[float, float]:
     metrics = result["results"][TASK]
-    return metrics[f"exact_match,{filter_name}"], metrics.get(f"exact_match_stderr,{filter_name}", math.nan)
+    return metrics[f"exact_match,{filter_name}"], metrics.get(
+        f"exact_match_stderr,{filter_name}", math.nan
+    )
 
 
 def table(root: Path, filter_name: str = FILTER) -> str:
@@ -40,10 +42,12 @@ def table(root: Path, filter_name: str = FILTER) -> str:
         result = newest_result(root / arm)
         if result is not None:
             scores[arm] = score(result, filter_name)
-    lines = [f"GSM8K test accuracy ({TASK}, filter {filter_name}), %",
-             "",
-             "| arm | GSM8K (yours) | vs SFT (yours) | UAL vs SFT (paper) |",
-             "|---|---:|---:|---|"]
+    lines = [
+        f"GSM8K test accuracy ({TASK}, filter {filter_name}), %",
+        "",
+        "| arm | GSM8K (yours) | vs SFT (yours) | UAL vs SFT (paper) |",
+        "|---|---:|---:|---|",
+    ]
     for arm, label in ARMS.items():
         if arm not in scores:
             lines.append(f"| {label} | not run | | {PAPER.get(arm, '')} |")
@@ -52,14 +56,16 @@ def table(root: Path, filter_name: str = FILTER) -> str:
         delta = ""
         if arm != "sft" and "sft" in scores:
             delta = f"{100 * (value - scores['sft'][0]):+.2f}"
-        lines.append(f"| {label} | {100 * value:.2f} ± {100 * stderr:.2f} | {delta} | "
-                     f"{PAPER.get(arm, '')} |")
+        lines.append(
+            f"| {label} | {100 * value:.2f} ± {100 * stderr:.2f} | {delta} | {PAPER.get(arm, '')} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", type=Path, help="folder holding one lm_eval --output_path per arm")
     parser.add_argument("--filter", default=FILTER, help="metamath-answer or flexible-extract")
     args = parser.parse_args(argv)

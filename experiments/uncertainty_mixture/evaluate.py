@@ -109,8 +109,9 @@ class OracleScorer(Scorer):
         for seq in sequences:
             seq = tuple(seq)
             prompt = self._prompt(seq)
-            rows = torch.full((len(seq), self.vocab_size), -math.log(self.vocab_size),
-                              dtype=torch.float64)
+            rows = torch.full(
+                (len(seq), self.vocab_size), -math.log(self.vocab_size), dtype=torch.float64
+            )
             for t in range(len(prompt) - 1, len(seq)):
                 partial = seq[len(prompt) : t + 1]
                 mass = torch.zeros(self.vocab_size, dtype=torch.float64)
@@ -147,20 +148,29 @@ def encode_rows(tokenizer, rows: list[dict]) -> list[Encoded]:
     encoded = []
     for r in rows:
         user = r["messages"][:1]
-        prompt = tokenizer.apply_chat_template(user, tokenize=True, add_generation_prompt=True,
-                                               return_dict=False)
+        prompt = tokenizer.apply_chat_template(
+            user, tokenize=True, add_generation_prompt=True, return_dict=False
+        )
         options = []
         for text in r["responses"]:
             full = tokenizer.apply_chat_template(
-                user + [{"role": "assistant", "content": text}], tokenize=True, return_dict=False
+                [*user, {"role": "assistant", "content": text}], tokenize=True, return_dict=False
             )
             if full[: len(prompt)] != prompt or eot not in full[len(prompt) :]:
                 raise ValueError(f"cannot split the response of {r['messages']!r} from its prompt")
             tail = full[len(prompt) :]
             options.append(tuple(tail[: tail.index(eot) + 1]))
-        encoded.append(Encoded(r["task"], r["kind"], tuple(prompt), tuple(options),
-                               tuple(r["responses"]), tuple(r["probs"]),
-                               r["responses"].index(r["messages"][1]["content"])))
+        encoded.append(
+            Encoded(
+                r["task"],
+                r["kind"],
+                tuple(prompt),
+                tuple(options),
+                tuple(r["responses"]),
+                tuple(r["probs"]),
+                r["responses"].index(r["messages"][1]["content"]),
+            )
+        )
     return encoded
 
 
@@ -173,8 +183,9 @@ class TokenStats:
     correct: torch.Tensor
 
 
-def response_stats(scorer: Scorer, prompts: list[tuple[int, ...]],
-                   responses: list[tuple[int, ...]]) -> list[TokenStats]:
+def response_stats(
+    scorer: Scorer, prompts: list[tuple[int, ...]], responses: list[tuple[int, ...]]
+) -> list[TokenStats]:
     """For each (prompt, response) pair, the statistics of the response tokens."""
     logps = scorer.logprobs([p + r for p, r in zip(prompts, responses, strict=True)])
     stats = []
@@ -182,13 +193,17 @@ def response_stats(scorer: Scorer, prompts: list[tuple[int, ...]],
         rows = logp[len(prompt) - 1 : len(prompt) + len(response) - 1]  # predicting each token
         target = torch.tensor(response)
         top = rows.max(dim=-1)
-        stats.append(TokenStats(rows.gather(1, target[:, None])[:, 0], top.values.exp(),
-                                top.indices == target))
+        stats.append(
+            TokenStats(
+                rows.gather(1, target[:, None])[:, 0], top.values.exp(), top.indices == target
+            )
+        )
     return stats
 
 
-def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
-                               bins: int = ECE_BINS) -> float:
+def expected_calibration_error(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+) -> float:
     """sum over equal-width bins of (share of tokens) * |accuracy - mean confidence|."""
     if confidence.numel() == 0:
         return math.nan
@@ -202,8 +217,12 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
     return ece
 
 
-def greedy_decode(scorer: Scorer, prompts: list[tuple[int, ...]], stop_id: int,
-                  max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
+def greedy_decode(
+    scorer: Scorer,
+    prompts: list[tuple[int, ...]],
+    stop_id: int,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[list[int]]:
     """Greedy continuations of `prompts`, each through `stop_id` or `max_new_tokens` tokens."""
     outputs: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))
@@ -240,8 +259,9 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
     """Every metric of one model: overall, per task type and per task."""
     rows = encode_rows(tokenizer, test)
     pairs = [(i, j) for i, r in enumerate(rows) for j in range(len(r.options))]
-    stats = response_stats(scorer, [rows[i].prompt for i, _ in pairs],
-                           [rows[i].options[j] for i, j in pairs])
+    stats = response_stats(
+        scorer, [rows[i].prompt for i, _ in pairs], [rows[i].options[j] for i, j in pairs]
+    )
     by_row: dict[int, dict[int, TokenStats]] = {}
     for (i, j), s in zip(pairs, stats, strict=True):
         by_row.setdefault(i, {})[j] = s
@@ -255,16 +275,22 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
         h = -sum(p * math.log(p) for p in r.probs)
         ref = by_row[i][r.reference]
         mass = sum(math.exp(lq) for lq in logq)
-        per_row.append({
-            "task": r.task, "kind": r.kind, "ce": ce, "entropy": h, "kl": ce - h,
-            "support_mass": mass,
-            # KL = KL(p || q renormalized over the valid answers) + (-log mass): how wrong the
-            # shape among valid answers is, and what the mass put elsewhere costs
-            "kl_valid": ce - h + math.log(mass) if mass > 0 else math.inf,
-            "neg_log_mass": -math.log(mass) if mass > 0 else math.inf,
-            "exact_match": hits.get(i),
-            "ref": ref,
-        })
+        per_row.append(
+            {
+                "task": r.task,
+                "kind": r.kind,
+                "ce": ce,
+                "entropy": h,
+                "kl": ce - h,
+                "support_mass": mass,
+                # KL = KL(p || q renormalized over the valid answers) + (-log mass): how wrong the
+                # shape among valid answers is, and what the mass put elsewhere costs
+                "kl_valid": ce - h + math.log(mass) if mass > 0 else math.inf,
+                "neg_log_mass": -math.log(mass) if mass > 0 else math.inf,
+                "exact_match": hits.get(i),
+                "ref": ref,
+            }
+        )
 
     def summary(members: list[dict]) -> dict:
         ref_logq = torch.cat([m["ref"].logq for m in members])
@@ -272,8 +298,10 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
             "rows": len(members),
             "tokens": int(ref_logq.numel()),
             "token_nll": float(-ref_logq.mean()),
-            "ece": expected_calibration_error(torch.cat([m["ref"].confidence for m in members]),
-                                              torch.cat([m["ref"].correct for m in members])),
+            "ece": expected_calibration_error(
+                torch.cat([m["ref"].confidence for m in members]),
+                torch.cat([m["ref"].correct for m in members]),
+            ),
             "token_accuracy": float(torch.cat([m["ref"].correct for m in members]).double().mean()),
             # compared with token_accuracy: over- (>) or under- (<) confident on the whole
             "mean_confidence": float(torch.cat([m["ref"].confidence for m in members]).mean()),
@@ -288,8 +316,10 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
     result = {"all": summary(per_row)}
     for kind in (LOW, HIGH):
         result[kind] = summary([m for m in per_row if m["kind"] == kind])
-    result["tasks"] = {task: summary([m for m in per_row if m["task"] == task])
-                       for task in dict.fromkeys(m["task"] for m in per_row)}
+    result["tasks"] = {
+        task: summary([m for m in per_row if m["task"] == task])
+        for task in dict.fromkeys(m["task"] for m in per_row)
+    }
     if train is not None:
         result["train_token_nll"] = train_token_nll(tokenizer, scorer, train)
     return result

@@ -22,9 +22,9 @@ HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "config_template.yml"
 
 # rows per task: equal totals of low- and high-entropy rows (3 x 150 = 6 x 75 = 450)
-TRAIN_PER_TASK = {**{t: 150 for t in LOW_TASKS}, **{t: 75 for t in HIGH_TASKS}}
-TEST_PER_TASK = {**{t: 100 for t in LOW_TASKS}, **{t: 50 for t in HIGH_TASKS}}
-TOKENIZER_PER_TASK = {t: 100 for t in TASKS}
+TRAIN_PER_TASK = {**dict.fromkeys(LOW_TASKS, 150), **dict.fromkeys(HIGH_TASKS, 75)}
+TEST_PER_TASK = {**dict.fromkeys(LOW_TASKS, 100), **dict.fromkeys(HIGH_TASKS, 50)}
+TOKENIZER_PER_TASK = dict.fromkeys(TASKS, 100)
 
 MODEL = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 4, "seed": 0}
 
@@ -47,13 +47,19 @@ ARMS = {
         # the paper's fixed label-smoothing baseline
         Arm("ls", "fixed LS 0.1", {"ual_uncertainty_source": "constant", "ual_smoothing_max": 0.1}),
         # UAL with the true uncertainty: eps = 0.2 * H / H_MAX
-        Arm("ual_known", "UAL, known u",
-            {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.2, "ual_mapping": "linear"}),
+        Arm(
+            "ual_known",
+            "UAL, known u",
+            {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.2, "ual_mapping": "linear"},
+        ),
         # UAL with the judge's entropy score; its scale (nats / log V) is arbitrary, so the
         # package's scale-free mapping (each sample's rank quantile) spreads it over [0, 0.2]
-        Arm("ual_elicited", "UAL, elicited u",
+        Arm(
+            "ual_elicited",
+            "UAL, elicited u",
             {"ual_uncertainty_source": "field", "ual_smoothing_max": 0.2, "ual_mapping": "rank"},
-            data="elicited"),
+            data="elicited",
+        ),
     )
 }
 JUDGE = Arm("judge", "judge (SFT)", ARMS["sft"].keys)
@@ -75,8 +81,9 @@ def test_rows(per_task: dict[str, int] = TEST_PER_TASK) -> list[dict]:
     return make_split("test", per_task)
 
 
-def train_rows(seed: int | str, held_out: list[dict],
-               per_task: dict[str, int] = TRAIN_PER_TASK) -> list[dict]:
+def train_rows(
+    seed: int | str, held_out: list[dict], per_task: dict[str, int] = TRAIN_PER_TASK
+) -> list[dict]:
     """Training rows of `seed` ("judge" for the judge's split); no held-out prompt among them."""
     exclude = [r["messages"][0]["content"] for r in held_out]
     return make_split(f"train {seed}", per_task, exclude=exclude)
@@ -90,13 +97,25 @@ def build_base_model(out_dir: Path) -> Path:
     """
     from axolotl_ual.tiny_model import build_tiny_model
 
-    corpus = [m["content"] for r in make_split("tokenizer", TOKENIZER_PER_TASK) for m in r["messages"]]
-    corpus += [y for task in TASKS.values() for _, responses, _ in task.contents() for y in responses]
+    corpus = [
+        m["content"] for r in make_split("tokenizer", TOKENIZER_PER_TASK) for m in r["messages"]
+    ]
+    corpus += [
+        y for task in TASKS.values() for _, responses, _ in task.contents() for y in responses
+    ]
     return build_tiny_model(out_dir, corpus, **MODEL)
 
 
-def arm_config(arm: Arm, *, base_model: Path, train_file: Path, test_file: Path, run_dir: Path,
-               seed: int, max_steps: int | None = None) -> dict:
+def arm_config(
+    arm: Arm,
+    *,
+    base_model: Path,
+    train_file: Path,
+    test_file: Path,
+    run_dir: Path,
+    seed: int,
+    max_steps: int | None = None,
+) -> dict:
     """The axolotl config of one arm and seed: the template plus the arm's ual_* keys."""
     cfg = yaml.safe_load(TEMPLATE.read_text())
     cfg.update(arm.keys)

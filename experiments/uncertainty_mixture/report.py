@@ -70,13 +70,19 @@ def fmt_signed(values: list[float]) -> str:
 def axolotl_logs(model_dir: Path) -> dict:
     """What axolotl logged (trainer_state.json of the final checkpoint): the last training
     loss (the smoothed objective each arm optimizes) and the final bucketed eval metrics."""
-    checkpoints = sorted(Path(model_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = sorted(
+        Path(model_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
+    )
     history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
     losses = [r for r in history if "loss" in r]
     evals = [r for r in history if "eval_ual_nll" in r]
     final_eval = {k: v for k, v in evals[-1].items() if k.startswith("eval_ual_")} if evals else {}
-    return {"final_loss": losses[-1]["loss"], "ual_epsilon_mean": losses[-1].get("ual_epsilon_mean"),
-            "steps": history[-1].get("step"), "eval": final_eval}
+    return {
+        "final_loss": losses[-1]["loss"],
+        "ual_epsilon_mean": losses[-1].get("ual_epsilon_mean"),
+        "steps": history[-1].get("step"),
+        "eval": final_eval,
+    }
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -111,8 +117,12 @@ def elicitation_summary(rows: list[dict]) -> dict:
     for task in (*LOW_TASKS, *HIGH_TASKS):
         values = [r["uncertainty"] for r in rows if r["task"] == task]
         per_task[task] = sum(values) / len(values) if values else math.nan
-    return {"spearman_known": spearman(elicited, known), "mean_u_by_task": per_task,
-            "scored": sum(v is not None for v in elicited), "rows": len(rows)}
+    return {
+        "spearman_known": spearman(elicited, known),
+        "mean_u_by_task": per_task,
+        "scored": sum(v is not None for v in elicited),
+        "rows": len(rows),
+    }
 
 
 def oracle_metrics(base_model: Path, test: list[dict]) -> dict:
@@ -130,12 +140,25 @@ def settings(seeds, arms, max_steps, scale) -> dict:
 
     template = yaml.safe_load(prepare.TEMPLATE.read_text())
     return {
-        "seeds": list(seeds), "arms": {name: ARMS[name].keys for name in arms},
-        "max_steps": max_steps or template["max_steps"], "split_scale": scale,
-        "train_rows_per_task": prepare.TRAIN_PER_TASK, "test_rows_per_task": prepare.TEST_PER_TASK,
-        "model": prepare.MODEL, "H_MAX": H_MAX,
-        "training": {k: template[k] for k in ("learning_rate", "lr_scheduler", "warmup_steps",
-                                              "micro_batch_size", "optimizer", "weight_decay")},
+        "seeds": list(seeds),
+        "arms": {name: ARMS[name].keys for name in arms},
+        "max_steps": max_steps or template["max_steps"],
+        "split_scale": scale,
+        "train_rows_per_task": prepare.TRAIN_PER_TASK,
+        "test_rows_per_task": prepare.TEST_PER_TASK,
+        "model": prepare.MODEL,
+        "H_MAX": H_MAX,
+        "training": {
+            k: template[k]
+            for k in (
+                "learning_rate",
+                "lr_scheduler",
+                "warmup_steps",
+                "micro_batch_size",
+                "optimizer",
+                "weight_decay",
+            )
+        },
     }
 
 
@@ -165,8 +188,10 @@ def markdown(results: list[dict], oracle: dict) -> str:
     arrows = {"higher": "↑", "lower": "↓"}
     lines.append("**Main metrics**")
     lines.append("")
-    rows = [[ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path, _ in MAIN]
-            for name, runs in groups.items()]
+    rows = [
+        [ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path, _ in MAIN]
+        for name, runs in groups.items()
+    ]
     rows.append(["truth (oracle)"] + [number(dig(oracle, path)) for _, path, _ in MAIN])
     table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
 
@@ -179,44 +204,64 @@ def markdown(results: list[dict], oracle: dict) -> str:
             if name == "sft":
                 continue
             paired = [r for r in runs if r["seed"] in sft]
-            rows.append([ARMS[name].label] + [
-                fmt_signed([dig(r, path) - dig(sft[r["seed"]], path) for r in paired])
-                for _, path, _ in MAIN])
+            rows.append(
+                [ARMS[name].label]
+                + [
+                    fmt_signed([dig(r, path) - dig(sft[r["seed"]], path) for r in paired])
+                    for _, path, _ in MAIN
+                ]
+            )
         table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
 
     lines.append("**Context**")
     lines.append("")
-    rows = [[ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path in CONTEXT]
-            for name, runs in groups.items()]
-    truth = {("high", "ce"): number(dig(oracle, ("high", "ce"))),
-             ("high", "support_mass"): "1.000", ("low", "token_nll"): "0.000",
-             ("high", "token_nll"): number(dig(oracle, ("high", "token_nll")))}
+    rows = [
+        [ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path in CONTEXT]
+        for name, runs in groups.items()
+    ]
+    truth = {
+        ("high", "ce"): number(dig(oracle, ("high", "ce"))),
+        ("high", "support_mass"): "1.000",
+        ("low", "token_nll"): "0.000",
+        ("high", "token_nll"): number(dig(oracle, ("high", "token_nll"))),
+    }
     rows.append(["truth (oracle)"] + [truth.get(path, "") for _, path in CONTEXT])
     table(["arm"] + [title for title, _ in CONTEXT], rows)
 
-    lines.append("**Per task**: exact match (low-entropy tasks), KL(p‖q) in nats (high-entropy tasks)")
+    lines.append(
+        "**Per task**: exact match (low-entropy tasks), KL(p‖q) in nats (high-entropy tasks)"
+    )
     lines.append("")
     rows = []
     for name, runs in groups.items():
-        rows.append([ARMS[name].label]
-                    + [fmt([r["tasks"][t]["exact_match"] for r in runs]) for t in LOW_TASKS]
-                    + [fmt([r["tasks"][t]["kl"] for r in runs]) for t in HIGH_TASKS])
+        rows.append(
+            [ARMS[name].label]
+            + [fmt([r["tasks"][t]["exact_match"] for r in runs]) for t in LOW_TASKS]
+            + [fmt([r["tasks"][t]["kl"] for r in runs]) for t in HIGH_TASKS]
+        )
     entropies = [number(oracle["tasks"][t]["entropy"]) for t in HIGH_TASKS]
     rows.append([r"H(Y\|x) of the task"] + [""] * len(LOW_TASKS) + entropies)
     table(["arm"] + [f"{t} EM" for t in LOW_TASKS] + [f"{t} KL" for t in HIGH_TASKS], rows)
 
     elicited = [r for r in results if "elicitation" in r]
     if elicited:
-        lines.append("**The judge's uncertainty** (entropy method) on the training splits: mean u "
-                     "per task, and its rank correlation with the known u")
+        lines.append(
+            "**The judge's uncertainty** (entropy method) on the training splits: mean u "
+            "per task, and its rank correlation with the known u"
+        )
         lines.append("")
         tasks = (*LOW_TASKS, *HIGH_TASKS)
-        rows = [["known u = H / H_MAX"]
-                + [number(oracle["tasks"][t].get("entropy", 0.0) / H_MAX) for t in tasks] + ["1"]]
-        rows.append(["elicited u"]
-                    + [fmt([r["elicitation"]["mean_u_by_task"][t] for r in elicited]) for t in tasks]
-                    + [fmt([r["elicitation"]["spearman_known"] for r in elicited])])
-        table(["u"] + list(tasks) + ["Spearman vs known"], rows)
+        rows = [
+            ["known u = H / H_MAX"]
+            + [number(oracle["tasks"][t].get("entropy", 0.0) / H_MAX) for t in tasks]
+            + ["1"]
+        ]
+        rows.append(
+            ["elicited u"]
+            + [fmt([r["elicitation"]["mean_u_by_task"][t] for r in elicited]) for t in tasks]
+            + [fmt([r["elicitation"]["spearman_known"] for r in elicited])]
+        )
+        table(["u", *list(tasks), "Spearman vs known"], rows)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -237,8 +282,12 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     panels = [
         (axes[0, 0], ("low", "exact_match"), "exact match (greedy), low-entropy tasks ↑", 1.0),
         (axes[0, 1], ("high", "kl"), "KL(p‖q) nats per prompt, high-entropy tasks ↓", 0.0),
-        (axes[1, 0], ("all", "ece"), "token-level ECE, all held-out tokens ↓",
-         dig(oracle, ("all", "ece"))),
+        (
+            axes[1, 0],
+            ("all", "ece"),
+            "token-level ECE, all held-out tokens ↓",
+            dig(oracle, ("all", "ece")),
+        ),
     ]
     for ax, metric, title, truth in panels:
         for x, name in enumerate(names):
@@ -247,17 +296,32 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
             if metric == ("high", "kl"):  # split: shape among valid answers + mass elsewhere
                 leak = mean_std([dig(r, ("high", "neg_log_mass")) for r in groups[name]])[0]
                 ax.bar(x, mean - leak, color=colors[x], alpha=0.8)
-                ax.bar(x, leak, bottom=mean - leak, color=colors[x], alpha=0.35, hatch="//",
-                       yerr=None if math.isnan(std) else std, capsize=4)
+                ax.bar(
+                    x,
+                    leak,
+                    bottom=mean - leak,
+                    color=colors[x],
+                    alpha=0.35,
+                    hatch="//",
+                    yerr=None if math.isnan(std) else std,
+                    capsize=4,
+                )
             else:
-                ax.bar(x, mean, color=colors[x], alpha=0.8,
-                       yerr=None if math.isnan(std) else std, capsize=4)
+                ax.bar(
+                    x,
+                    mean,
+                    color=colors[x],
+                    alpha=0.8,
+                    yerr=None if math.isnan(std) else std,
+                    capsize=4,
+                )
             ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
         ax.axhline(truth, color="green", linestyle="--", linewidth=1, label="truth (oracle)")
         if metric == ("high", "kl"):
             ax.bar(0, 0, color="#bbbbbb", label="KL within valid answers")
-            ax.bar(0, 0, color="white", edgecolor="black", hatch="//",
-                   label="-log q(valid answers)")
+            ax.bar(
+                0, 0, color="white", edgecolor="black", hatch="//", label="-log q(valid answers)"
+            )
         ax.set_xticks(range(len(names)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="lower right" if metric[1] == "exact_match" else "upper left")
@@ -265,16 +329,29 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         means = [mean_std([r["tasks"][t]["kl"] for r in groups[name]]) for t in HIGH_TASKS]
-        ax.bar([i + k * width for i in range(len(HIGH_TASKS))], [m for m, _ in means], width,
-               yerr=[0 if math.isnan(s) else s for _, s in means], capsize=2,
-               color=colors[k], alpha=0.8, label=ARMS[name].label)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(HIGH_TASKS))],
-                  [f"{t}\nH={oracle['tasks'][t]['entropy']:.2f}" for t in HIGH_TASKS], fontsize=8)
+        ax.bar(
+            [i + k * width for i in range(len(HIGH_TASKS))],
+            [m for m, _ in means],
+            width,
+            yerr=[0 if math.isnan(s) else s for _, s in means],
+            capsize=2,
+            color=colors[k],
+            alpha=0.8,
+            label=ARMS[name].label,
+        )
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(HIGH_TASKS))],
+        [f"{t}\nH={oracle['tasks'][t]['entropy']:.2f}" for t in HIGH_TASKS],
+        fontsize=8,
+    )
     ax.set_title("KL(p‖q) per high-entropy task ↓", fontsize=10)
     ax.legend(fontsize=8)
     seeds = sorted({r["seed"] for r in results})
-    fig.suptitle(f"Uncertainty mixture: tiny Llama via `axolotl train`, seeds {seeds} "
-                 "(bars: mean ± std, dots: seeds)", fontsize=11)
+    fig.suptitle(
+        f"Uncertainty mixture: tiny Llama via `axolotl train`, seeds {seeds} "
+        "(bars: mean ± std, dots: seeds)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -299,7 +376,9 @@ def write(out: Path, results: list[dict], oracle: dict, settings_: dict) -> str:
     text = markdown(results, oracle)
     (out / "results.md").write_text(text)
     runs = sorted(results, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
-    (out / "results.json").write_text(json.dumps(
-        _rounded({"settings": settings_, "oracle": oracle, "runs": runs}), indent=1) + "\n")
+    (out / "results.json").write_text(
+        json.dumps(_rounded({"settings": settings_, "oracle": oracle, "runs": runs}), indent=1)
+        + "\n"
+    )
     plot(out / "results.png", results, oracle)
     return text

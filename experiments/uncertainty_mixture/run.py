@@ -36,7 +36,12 @@ from .prepare import ARMS, JUDGE, Arm, read_jsonl, write_jsonl
 HERE = Path(__file__).resolve().parent
 MARKER = ".uncertainty-mixture-workdir"
 JUDGE_SEED = 1000
-SMOKE = {"max_steps": 40, "per_task_scale": 0.2, "seeds": [0], "arms": ["ual_known", "ual_elicited"]}
+SMOKE = {
+    "max_steps": 40,
+    "per_task_scale": 0.2,
+    "seeds": [0],
+    "arms": ["ual_known", "ual_elicited"],
+}
 
 
 def subprocess_env() -> dict[str, str]:
@@ -49,8 +54,15 @@ def subprocess_env() -> dict[str, str]:
 
 
 class Experiment:
-    def __init__(self, workdir: Path, seeds: list[int], arms: list[str], max_steps: int | None,
-                 per_task_scale: float, log=print):
+    def __init__(
+        self,
+        workdir: Path,
+        seeds: list[int],
+        arms: list[str],
+        max_steps: int | None,
+        per_task_scale: float,
+        log=print,
+    ):
         self.workdir = workdir
         self.seeds = seeds
         self.arms = [ARMS[name] for name in arms]
@@ -67,8 +79,10 @@ class Experiment:
     def prepare(self) -> None:
         if self.workdir.exists():
             if not (self.workdir / MARKER).exists():
-                raise SystemExit(f"{self.workdir} exists and was not made by this experiment: "
-                                 "pick another --workdir")
+                raise SystemExit(
+                    f"{self.workdir} exists and was not made by this experiment: "
+                    "pick another --workdir"
+                )
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)
         (self.workdir / MARKER).write_text("made by experiments.uncertainty_mixture.run\n")
@@ -76,11 +90,15 @@ class Experiment:
         test = prepare.test_rows(self._scaled(prepare.TEST_PER_TASK))
         write_jsonl(self.data / "test.jsonl", test)
         for seed in self.seeds:
-            write_jsonl(self.train_file(seed),
-                        prepare.train_rows(seed, test, self._scaled(prepare.TRAIN_PER_TASK)))
+            write_jsonl(
+                self.train_file(seed),
+                prepare.train_rows(seed, test, self._scaled(prepare.TRAIN_PER_TASK)),
+            )
         if self.needs_judge:
-            write_jsonl(self.train_file("judge"),
-                        prepare.train_rows("judge", test, self._scaled(prepare.TRAIN_PER_TASK)))
+            write_jsonl(
+                self.train_file("judge"),
+                prepare.train_rows("judge", test, self._scaled(prepare.TRAIN_PER_TASK)),
+            )
 
     def _scaled(self, per_task: dict[str, int]) -> dict[str, int]:
         return {task: max(1, round(n * self.scale)) for task, n in per_task.items()}
@@ -100,19 +118,33 @@ class Experiment:
     def _run(self, argv: list[str], log_file: Path, cwd: Path) -> None:
         started = time.monotonic()
         with open(log_file, "w") as handle:
-            result = subprocess.run(argv, cwd=cwd, env=subprocess_env(), stdout=handle,
-                                    stderr=subprocess.STDOUT, text=True, check=False)
+            result = subprocess.run(
+                argv,
+                cwd=cwd,
+                env=subprocess_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            )
         if result.returncode != 0:
             tail = log_file.read_text()[-4000:]
-            raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}); "
-                               f"log {log_file}:\n{tail}")
+            raise RuntimeError(
+                f"`{' '.join(argv)}` failed (exit {result.returncode}); log {log_file}:\n{tail}"
+            )
         self.log(f"  {log_file.parent.name}: {argv[1]} done in {time.monotonic() - started:.0f} s")
 
     def train(self, arm: Arm, seed: int, train_file: Path) -> Path:
         run_dir = self.runs / f"{arm.name}-seed{seed}"
-        cfg = prepare.arm_config(arm, base_model=self.base, train_file=train_file,
-                                 test_file=self.data / "test.jsonl", run_dir=run_dir, seed=seed,
-                                 max_steps=self.max_steps)
+        cfg = prepare.arm_config(
+            arm,
+            base_model=self.base,
+            train_file=train_file,
+            test_file=self.data / "test.jsonl",
+            run_dir=run_dir,
+            seed=seed,
+            max_steps=self.max_steps,
+        )
         config = prepare.write_config(run_dir / "config.yml", cfg)
         self._run([console_script("axolotl"), "train", str(config)], run_dir / "train.log", run_dir)
         return run_dir
@@ -120,18 +152,37 @@ class Experiment:
     def elicit(self, seed: int, judge_dir: Path) -> Path:
         out = self.elicited_file(seed)
         self._run(
-            [console_script("axolotl-ual"), "elicit", str(self.train_file(seed)), "--output", str(out),
-             "--backend", "hf", "--method", "entropy", "--model", str(judge_dir / "model"),
-             "--device", "cpu", "--dtype", "float32", "--batch-size", "32", "--no-progress"],
-            self.data / f"elicit-{seed}.log", self.data,
+            [
+                console_script("axolotl-ual"),
+                "elicit",
+                str(self.train_file(seed)),
+                "--output",
+                str(out),
+                "--backend",
+                "hf",
+                "--method",
+                "entropy",
+                "--model",
+                str(judge_dir / "model"),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--batch-size",
+                "32",
+                "--no-progress",
+            ],
+            self.data / f"elicit-{seed}.log",
+            self.data,
         )
         return out
 
     def evaluate(self, arm: Arm, seed: int, run_dir: Path, train_file: Path) -> dict:
         from .evaluate import evaluate_model
 
-        metrics = evaluate_model(run_dir / "model", read_jsonl(self.data / "test.jsonl"),
-                                 read_jsonl(train_file))
+        metrics = evaluate_model(
+            run_dir / "model", read_jsonl(self.data / "test.jsonl"), read_jsonl(train_file)
+        )
         metrics["axolotl"] = report.axolotl_logs(run_dir / "model")
         metrics.update(arm=arm.name, seed=seed)
         if arm.data == "elicited":
@@ -149,11 +200,16 @@ class Experiment:
     def run(self, jobs: int) -> list[dict]:
         """Train and evaluate every arm x seed; the judge first, elicited arms last."""
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            judge = pool.submit(self.train, JUDGE, JUDGE_SEED, self.train_file("judge")) \
-                if self.needs_judge else None
+            judge = (
+                pool.submit(self.train, JUDGE, JUDGE_SEED, self.train_file("judge"))
+                if self.needs_judge
+                else None
+            )
             # elicited arms wait for the judge, so they are queued after everything else
-            order = sorted(((arm, seed) for seed in self.seeds for arm in self.arms),
-                           key=lambda item: item[0].data == "elicited")
+            order = sorted(
+                ((arm, seed) for seed in self.seeds for arm in self.arms),
+                key=lambda item: item[0].data == "elicited",
+            )
             futures = [pool.submit(self.arm_job, arm, seed, judge) for arm, seed in order]
             done, _ = wait(futures + ([judge] if judge else []), return_when=FIRST_EXCEPTION)
             for future in done:
@@ -165,19 +221,35 @@ class Experiment:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--out", type=Path, default=HERE / "results",
-                        help="where results.md, results.json and results.png go")
-    parser.add_argument("--workdir", type=Path, default=HERE / "work",
-                        help="data, configs, models and logs (emptied first)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results",
+        help="where results.md, results.json and results.png go",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=HERE / "work",
+        help="data, configs, models and logs (emptied first)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="override the template's max_steps (changes the results)")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"CI version: {SMOKE} (unless --seeds/--arms/--max-steps say otherwise)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="override the template's max_steps (changes the results)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"CI version: {SMOKE} (unless --seeds/--arms/--max-steps say otherwise)",
+    )
     args = parser.parse_args(argv)
     scale = 1.0
     if args.smoke:
@@ -192,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.monotonic()
     experiment = Experiment(args.workdir.resolve(), args.seeds, args.arms, args.max_steps, scale)
-    print(f"uncertainty mixture: arms {args.arms}, seeds {args.seeds}, {args.jobs} jobs, "
-          f"work folder {experiment.workdir}", flush=True)
+    print(
+        f"uncertainty mixture: arms {args.arms}, seeds {args.seeds}, {args.jobs} jobs, "
+        f"work folder {experiment.workdir}",
+        flush=True,
+    )
     experiment.prepare()
     results = experiment.run(args.jobs)
     oracle = report.oracle_metrics(experiment.base, read_jsonl(experiment.data / "test.jsonl"))
@@ -201,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     table = report.write(args.out, results, oracle, settings)
     elapsed = time.monotonic() - started
     print(table)
-    print(f"\nwrote {args.out}/results.md, results.json, results.png; "
-          f"elapsed {elapsed / 60:.1f} min ({elapsed:.0f} s)")
+    print(
+        f"\nwrote {args.out}/results.md, results.json, results.png; "
+        f"elapsed {elapsed / 60:.1f} min ({elapsed:.0f} s)"
+    )
     return 0
 
 

@@ -26,22 +26,79 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-LOW = "low"    # one correct answer: u = 0
+LOW = "low"  # one correct answer: u = 0
 HIGH = "high"  # answers drawn from a known distribution: u = H / H_MAX
 
 NAMES = (
-    "ana", "ben", "cara", "dev", "eli", "fay", "gus", "hana", "ivo", "jade", "kim", "leo",
-    "mia", "ned", "omar", "pia", "quin", "rosa", "sam", "tara", "uma", "vik", "wes", "zoe",
+    "ana",
+    "ben",
+    "cara",
+    "dev",
+    "eli",
+    "fay",
+    "gus",
+    "hana",
+    "ivo",
+    "jade",
+    "kim",
+    "leo",
+    "mia",
+    "ned",
+    "omar",
+    "pia",
+    "quin",
+    "rosa",
+    "sam",
+    "tara",
+    "uma",
+    "vik",
+    "wes",
+    "zoe",
 )
 TICKETS = range(10, 100)
-COPY_WORDS = ("fox", "lamp", "tree", "cup", "sun", "rock", "bird", "boat", "key", "rain",
-              "milk", "star")
+COPY_WORDS = (
+    "fox",
+    "lamp",
+    "tree",
+    "cup",
+    "sun",
+    "rock",
+    "bird",
+    "boat",
+    "key",
+    "rain",
+    "milk",
+    "star",
+)
 LOOKUP_COLORS = ("red", "blue", "green", "gold", "gray", "pink")
 # made-up objects with a fixed color each: the table is a constant of the experiment (seeded by
 # its own string, independent of every experiment seed) that the model can only learn from data
-LOOKUP_OBJECTS = ("zib", "mok", "tav", "rul", "pex", "dorn", "kib", "sul", "vap", "hix",
-                  "lom", "fep", "yat", "gub", "nid", "wox", "jur", "bef", "cag", "tem",
-                  "sor", "pim", "dak", "vun")
+LOOKUP_OBJECTS = (
+    "zib",
+    "mok",
+    "tav",
+    "rul",
+    "pex",
+    "dorn",
+    "kib",
+    "sul",
+    "vap",
+    "hix",
+    "lom",
+    "fep",
+    "yat",
+    "gub",
+    "nid",
+    "wox",
+    "jur",
+    "bef",
+    "cag",
+    "tem",
+    "sor",
+    "pim",
+    "dak",
+    "vun",
+)
 _table_rng = random.Random("uncertainty-mixture lookup table v1")
 LOOKUP_TABLE = {obj: _table_rng.choice(LOOKUP_COLORS) for obj in LOOKUP_OBJECTS}
 FRUITS = ("apple", "pear", "plum", "fig", "lime", "kiwi", "mango", "peach")
@@ -145,12 +202,22 @@ def _sunny(rng):
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("add", LOW, _add, lambda: [(f"add {a} and {b}", (str(a + b),), (1.0,))
-                                        for a in range(10) for b in range(10)]),
+        Task(
+            "add",
+            LOW,
+            _add,
+            lambda: [
+                (f"add {a} and {b}", (str(a + b),), (1.0,)) for a in range(10) for b in range(10)
+            ],
+        ),
         # only a sample of the 12^2 + 12^3 word sequences: they are all alike
         Task("copy", LOW, _copy, lambda: [_copy(random.Random(f"copy {i}")) for i in range(50)]),
-        Task("lookup", LOW, _lookup, lambda: [(f"color of {o}", (c,), (1.0,))
-                                              for o, c in LOOKUP_TABLE.items()]),
+        Task(
+            "lookup",
+            LOW,
+            _lookup,
+            lambda: [(f"color of {o}", (c,), (1.0,)) for o, c in LOOKUP_TABLE.items()],
+        ),
         Task("coin", HIGH, _coin, lambda: [_coin(None)]),
         Task("die", HIGH, _die, lambda: [_die(None)]),
         Task("fruit", HIGH, _fruit, lambda: [_fruit(None)]),
@@ -214,5 +281,10 @@ def make_split(seed: str, per_task: dict[str, int], exclude: Iterable[str] = ())
 
 def prompt_of(row_: dict) -> Prompt:
     """The `Prompt` a row was made from (its text and its true distribution)."""
-    return Prompt(row_["task"], row_["kind"], row_["messages"][0]["content"],
-                  tuple(row_["responses"]), tuple(row_["probs"]))
+    return Prompt(
+        row_["task"],
+        row_["kind"],
+        row_["messages"][0]["content"],
+        tuple(row_["responses"]),
+        tuple(row_["probs"]),
+    )

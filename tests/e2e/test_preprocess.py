@@ -37,17 +37,26 @@ def test_bad_uncertainties_are_refused_with_dataset_row_and_value(tiny_model, tm
     data = tmp_path / "bad.jsonl"
     # NaN is not JSON; Python's json writes the NaN literal that readers accept
     text = "".join(json.dumps(r) + "\n" for r in rows).replace(
-        json.dumps(rows[11]), json.dumps({**rows[11], "uncertainty": math.nan}))
+        json.dumps(rows[11]), json.dumps({**rows[11], "uncertainty": math.nan})
+    )
     data.write_text(text)
-    cfg = ual_config(tiny_model, tmp_path, datasets=[{"path": str(data), "type": "axolotl_ual.chat_template"}])
+    cfg = ual_config(
+        tiny_model, tmp_path, datasets=[{"path": str(data), "type": "axolotl_ual.chat_template"}]
+    )
     result = run_axolotl("preprocess", write_config(tmp_path / "cfg.yml", cfg))
 
     assert result.returncode != 0
     log = result.stdout
     assert "bad.jsonl" in log and "6 row(s) have no valid uncertainty" in log
-    for fragment in ("row 2: 1.7 is outside [0, 1]", "row 4: missing (null)", "row 5: missing (null)",
-                     "row 7: 'high' is not a number", "row 9: -0.1 is outside [0, 1]", "and 1 more",
-                     "ual_missing_uncertainty: default"):
+    for fragment in (
+        "row 2: 1.7 is outside [0, 1]",
+        "row 4: missing (null)",
+        "row 5: missing (null)",
+        "row 7: 'high' is not a number",
+        "row 9: -0.1 is outside [0, 1]",
+        "and 1 more",
+        "ual_missing_uncertainty: default",
+    ):
         assert fragment in log, fragment
     assert not list((tmp_path / "prepared").rglob("dataset_info.json"))  # nothing half-written
 
@@ -57,16 +66,22 @@ def test_changing_a_ual_key_reprocesses_instead_of_reusing(tiny_model, tmp_path)
     for i, row in enumerate(rows):
         row["judge_b"] = None if i % 3 == 0 else round(0.1 * i, 2)  # some rows unscored
     data = _write_rows(tmp_path / "two_scores.jsonl", rows)
-    base = dict(datasets=[{"path": str(data), "type": "axolotl_ual.chat_template"}])
+    base = {"datasets": [{"path": str(data), "type": "axolotl_ual.chat_template"}]}
 
     first = ual_config(tiny_model, tmp_path / "a", **base)
     (tmp_path / "a").mkdir()
-    assert run_axolotl("preprocess", write_config(tmp_path / "a" / "cfg.yml", first)).returncode == 0
+    assert (
+        run_axolotl("preprocess", write_config(tmp_path / "a" / "cfg.yml", first)).returncode == 0
+    )
     prepared_a, dir_a = _prepared(tmp_path / "a" / "prepared")
 
     # same prepared root, other uncertainty column (with nulls -> the default)
-    second = dict(first, ual_uncertainty_field="judge_b", ual_missing_uncertainty="default",
-                  ual_default_uncertainty=0.5)
+    second = dict(
+        first,
+        ual_uncertainty_field="judge_b",
+        ual_missing_uncertainty="default",
+        ual_default_uncertainty=0.5,
+    )
     result = run_axolotl("preprocess", write_config(tmp_path / "a" / "cfg2.yml", second))
     assert result.returncode == 0, result.stdout[-4000:]
     dirs = sorted({p.parent for p in (tmp_path / "a" / "prepared").rglob("dataset_info.json")})
@@ -79,4 +94,6 @@ def test_changing_a_ual_key_reprocesses_instead_of_reusing(tiny_model, tmp_path)
         per_row = [values[0] for values in prepared["ual_uncertainty"]]
         assert all(len(set(v)) == 1 for v in prepared["ual_uncertainty"])
         assert sorted(per_row) == pytest.approx(expected)
-        assert [len(v) for v in prepared["ual_uncertainty"]] == [len(i) for i in prepared["input_ids"]]
+        assert [len(v) for v in prepared["ual_uncertainty"]] == [
+            len(i) for i in prepared["input_ids"]
+        ]

@@ -30,7 +30,9 @@ def _plain_axolotl(**overrides) -> dict:
         ual_uncertainty_source=None,
         ual_smoothing_min=None,
         ual_smoothing_max=None,
-        datasets=[{"path": str(SAMPLE_CHAT), "type": "chat_template", "field_messages": "messages"}],
+        datasets=[
+            {"path": str(SAMPLE_CHAT), "type": "chat_template", "field_messages": "messages"}
+        ],
         **overrides,
     )
 
@@ -38,8 +40,13 @@ def _plain_axolotl(**overrides) -> dict:
 @pytest.fixture(scope="module")
 def ual_accumulated(tiny_model, tmp_path_factory):
     """UAL, fused loss, 2 micro-batches of 2 accumulated per step."""
-    return _losses(tiny_model, tmp_path_factory, "accumulated", micro_batch_size=2,
-                   gradient_accumulation_steps=2)
+    return _losses(
+        tiny_model,
+        tmp_path_factory,
+        "accumulated",
+        micro_batch_size=2,
+        gradient_accumulation_steps=2,
+    )
 
 
 def test_eps_zero_equals_axolotl_sft(tiny_model, tmp_path_factory):
@@ -49,13 +56,20 @@ def test_eps_zero_equals_axolotl_sft(tiny_model, tmp_path_factory):
 
 
 def test_fused_equals_logits_path(tiny_model, tmp_path_factory, ual_accumulated):
-    logits = _losses(tiny_model, tmp_path_factory, "logits_path", micro_batch_size=2,
-                     gradient_accumulation_steps=2, ual_fused_loss=False)
+    logits = _losses(
+        tiny_model,
+        tmp_path_factory,
+        "logits_path",
+        micro_batch_size=2,
+        gradient_accumulation_steps=2,
+        ual_fused_loss=False,
+    )
     assert ual_accumulated == pytest.approx(logits, rel=1e-5)
 
 
 def test_gradient_accumulation_is_exact(tiny_model, tmp_path_factory, ual_accumulated):
     # same 4 samples per optimizer step, in one micro-batch instead of two
-    one_batch = _losses(tiny_model, tmp_path_factory, "one_batch", micro_batch_size=4,
-                        gradient_accumulation_steps=1)
+    one_batch = _losses(
+        tiny_model, tmp_path_factory, "one_batch", micro_batch_size=4, gradient_accumulation_steps=1
+    )
     assert ual_accumulated == pytest.approx(one_batch, rel=1e-5)

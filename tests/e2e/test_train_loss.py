@@ -45,24 +45,37 @@ def test_field_uncertainty(tiny_model, tiny_tokenizer, tmp_path, layout):
 def test_rank_mapping_and_logits_path(tiny_model, tiny_tokenizer, tmp_path):
     rows = read_jsonl(SAMPLE_CHAT)
     cfg = ual_config(
-        tiny_model, tmp_path, max_steps=1, ual_mapping="rank", ual_smoothing_min=0.05,
-        ual_fused_loss=False, **PADDED,
+        tiny_model,
+        tmp_path,
+        max_steps=1,
+        ual_mapping="rank",
+        ual_smoothing_min=0.05,
+        ual_fused_loss=False,
+        **PADDED,
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     # each sample's mean 0-based rank among all samples' uncertainties, over (n - 1)
     values = sorted(r["uncertainty"] for r in rows)
     assert len(set(values)) < len(values)  # the sample data has ties: they share their mean rank
+
     def quantile(u):
         positions = [i for i, v in enumerate(values) if v == u]
         return sum(positions) / len(positions) / (len(values) - 1)
+
     epsilons = [0.05 + 0.15 * quantile(r["uncertainty"]) for r in rows]
     _check(tiny_model, tmp_path, cfg, tokenized, epsilons, loss_path="logits")
 
 
 def test_constant_source_is_plain_label_smoothing(tiny_model, tiny_tokenizer, tmp_path):
     rows = read_jsonl(SAMPLE_CHAT)
-    cfg = ual_config(tiny_model, tmp_path, max_steps=1, ual_uncertainty_source="constant",
-                     ual_smoothing_max=0.1, **PADDED)
+    cfg = ual_config(
+        tiny_model,
+        tmp_path,
+        max_steps=1,
+        ual_uncertainty_source="constant",
+        ual_smoothing_max=0.1,
+        **PADDED,
+    )
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     _check(tiny_model, tmp_path, cfg, tokenized, [0.1] * len(rows))
 
@@ -74,14 +87,20 @@ def test_sidecar_annotations(tiny_model, tiny_tokenizer, tmp_path):
     sidecar = tmp_path / "scores.jsonl"
     # deliberately different from the data's own values, in reverse order
     scores = [round(1.0 - r["uncertainty"], 3) for r in rows]
-    sidecar.write_text("".join(
-        json.dumps({"sample_key": sample_key(r, content_fields(CHAT)), "uncertainty": s}) + "\n"
-        for r, s in reversed(list(zip(rows, scores)))
-    ))
+    sidecar.write_text(
+        "".join(
+            json.dumps({"sample_key": sample_key(r, content_fields(CHAT)), "uncertainty": s}) + "\n"
+            for r, s in reversed(list(zip(rows, scores, strict=True)))
+        )
+    )
     cfg = ual_config(
-        tiny_model, tmp_path, max_steps=1, ual_uncertainty_source="sidecar",
+        tiny_model,
+        tmp_path,
+        max_steps=1,
+        ual_uncertainty_source="sidecar",
         ual_uncertainty_file=str(sidecar),
-        datasets=[{"path": str(unscored), "type": "axolotl_ual.chat_template"}], **PADDED,
+        datasets=[{"path": str(unscored), "type": "axolotl_ual.chat_template"}],
+        **PADDED,
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     _check(tiny_model, tmp_path, cfg, tokenized, [0.2 * s for s in scores])
@@ -92,10 +111,14 @@ def test_two_datasets_chat_and_alpaca(tiny_model, tiny_tokenizer, tmp_path):
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
     (tmp_path / "alpaca.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca))
     cfg = ual_config(
-        tiny_model, tmp_path, max_steps=1, datasets=[
+        tiny_model,
+        tmp_path,
+        max_steps=1,
+        datasets=[
             {"path": str(tmp_path / "chat.jsonl"), "type": "axolotl_ual.chat_template"},
             {"path": str(tmp_path / "alpaca.jsonl"), "type": "axolotl_ual.alpaca"},
-        ], **PADDED,
+        ],
+        **PADDED,
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, chat) + axolotl_tokenized(
         tiny_tokenizer, alpaca, ds_type="alpaca"

@@ -120,4 +120,5 @@ def run_cli_subprocess(
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )

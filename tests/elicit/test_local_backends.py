@@ -66,8 +66,11 @@ def chatml_entropy(model, tokenizer, messages) -> float:
         body_ids = tokenizer(body, add_special_tokens=False)["input_ids"]
         newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
         ids += head_ids + body_ids + newline_ids
-        response += ([False] * len(head_ids) + [message["role"] == "assistant"] * len(body_ids)
-                     + [False] * len(newline_ids))
+        response += (
+            [False] * len(head_ids)
+            + [message["role"] == "assistant"] * len(body_ids)
+            + [False] * len(newline_ids)
+        )
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)

@@ -232,7 +232,9 @@ def test_logprob_method_reads_the_expected_digit(tmp_path, judge_server, run_eli
 
 def test_logprob_method_stops_when_the_server_gives_no_logprobs(tmp_path, judge_server, run_elicit):
     server = judge_server(ScriptedJudge(lambda i, k, request: Reply(["5"])))
-    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 3, "--method logprob --concurrency 1")
+    code, _, stderr = elicit_chat_rows(
+        run_elicit, tmp_path, server, 3, "--method logprob --concurrency 1"
+    )
     assert code == 3
     assert "answered without logprobs" in stderr
     assert [r["uncertainty"] for r in read_jsonl(tmp_path / "out.jsonl")] == [None] * 3
@@ -270,7 +272,9 @@ def test_a_client_error_nulls_only_its_row(tmp_path, judge_server, run_elicit):
 def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
     judge = ScriptedJudge(lambda i, k, request: Reply(status=502))
     server = judge_server(judge)
-    code, _, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 40, "--concurrency 2 --max-retries 1 --backoff-base 0.01")
+    code, _, stderr = elicit_chat_rows(
+        run_elicit, tmp_path, server, 40, "--concurrency 2 --max-retries 1 --backoff-base 0.01"
+    )
     assert code == 3
     assert "the last 10 samples all failed after every retry" in stderr
     assert sum(judge.counts.values()) < 2 * 40  # it gave up before trying every row

@@ -188,7 +188,7 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
     ):
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=30)
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     assert "interrupted: everything scored so far is written" in stderr
     partial = read_jsonl(tmp_path / "scored.jsonl")

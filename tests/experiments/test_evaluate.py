@@ -23,7 +23,7 @@ from experiments.uncertainty_mixture.tasks import TASKS, make_split
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    return make_split("metric test", {t: 3 for t in TASKS})
+    return make_split("metric test", dict.fromkeys(TASKS, 3))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def model_dir(tmp_path_factory):
     """The experiment's own tokenizer with a small random model (fast to build)."""
     from axolotl_ual.tiny_model import build_tiny_model
 
-    corpus = [m["content"] for r in make_split("tok", {t: 40 for t in TASKS}) for m in r["messages"]]
+    corpus = [
+        m["content"] for r in make_split("tok", dict.fromkeys(TASKS, 40)) for m in r["messages"]
+    ]
     corpus += [y for t in TASKS.values() for _, ys, _ in t.contents() for y in ys]
     return build_tiny_model(tmp_path_factory.mktemp("m"), corpus, hidden_size=32, num_layers=1)
 
@@ -50,7 +52,9 @@ def believing(tokenizer, rows, belief) -> OracleScorer:
     table = {}
     outside = tokenizer.apply_chat_template(
         [{"role": "user", "content": "x"}, {"role": "assistant", "content": "zzz qqq"}],
-        tokenize=True, return_dict=False)
+        tokenize=True,
+        return_dict=False,
+    )
     for r, enc in zip(rows, encode_rows(tokenizer, rows), strict=True):
         q = belief(r)
         dist = {enc.options[enc.texts.index(y)]: p for y, p in q.items()}
@@ -76,7 +80,9 @@ def test_the_truth_scores_ce_equal_to_entropy_and_zero_kl(tokenizer, rows):
 
 def test_a_wrong_belief_scores_the_closed_form_ce_and_kl(tokenizer, rows):
     """q uniform over the support: CE = log k whatever p is; KL = log k - H(p)."""
-    uniform = believing(tokenizer, rows, lambda r: {y: 1 / len(r["responses"]) for y in r["responses"]})
+    uniform = believing(
+        tokenizer, rows, lambda r: {y: 1 / len(r["responses"]) for y in r["responses"]}
+    )
     result = evaluate(tokenizer, uniform, rows)
     for task in ("sunny", "fruit", "number"):
         members = [r for r in rows if r["task"] == task]
@@ -88,7 +94,11 @@ def test_a_wrong_belief_scores_the_closed_form_ce_and_kl(tokenizer, rows):
 
 def test_mass_off_the_support_costs_its_log_in_ce(tokenizer, rows):
     """q = 0.9 p on the support (10% elsewhere): CE = H - log 0.9, support mass 0.9."""
-    leaky = believing(tokenizer, rows, lambda r: {y: 0.9 * p for y, p in zip(r["responses"], r["probs"])})
+    leaky = believing(
+        tokenizer,
+        rows,
+        lambda r: {y: 0.9 * p for y, p in zip(r["responses"], r["probs"], strict=True)},
+    )
     high = evaluate(tokenizer, leaky, rows)["high"]
     assert high["ce"] == pytest.approx(high["entropy"] - math.log(0.9), abs=1e-9)
     assert high["kl"] == pytest.approx(-math.log(0.9), abs=1e-9)
@@ -99,7 +109,7 @@ def test_exact_match_needs_the_answer_and_the_end_of_turn(tokenizer, rows):
     low = [r for r in rows if r["kind"] == "low"]
     encoded = encode_rows(tokenizer, low)
     # a model sure of a wrong answer for the first row, right on the others
-    wrong = {encoded[0].prompt: {encoded[0].options[0][:-1] + (tokenizer.pad_token_id,): 1.0}}
+    wrong = {encoded[0].prompt: {(*encoded[0].options[0][:-1], tokenizer.pad_token_id): 1.0}}
     table = {e.prompt: {e.options[0]: 1.0} for e in encoded[1:]} | wrong
     hits = exact_match(tokenizer, OracleScorer(table, len(tokenizer)), encoded)
     assert hits == [False] + [True] * (len(low) - 1)
@@ -111,15 +121,18 @@ def test_ece_by_hand():
     # bin 9: {0.95, 0.95, 1.0}, accuracy 2/3, confidence 0.9667; bin 5: {0.55, 0.55}, accuracy 1
     expected = 3 / 5 * abs(2 / 3 - (0.95 + 0.95 + 1.0) / 3) + 2 / 5 * abs(1 - 0.55)
     assert expected_calibration_error(confidence, correct) == pytest.approx(expected, abs=1e-12)
-    assert expected_calibration_error(torch.tensor([0.3] * 10, dtype=torch.float64), torch.arange(10) < 3) == pytest.approx(0)
+    assert expected_calibration_error(
+        torch.tensor([0.3] * 10, dtype=torch.float64), torch.arange(10) < 3
+    ) == pytest.approx(0)
 
 
 def test_response_tokens_are_the_tokens_axolotl_trains(tokenizer, rows):
     """What is scored (response + end-of-turn) is exactly what axolotl's chat_template labels."""
     from tests.reference import axolotl_tokenized
 
-    for r, enc, tok in zip(rows, encode_rows(tokenizer, rows), axolotl_tokenized(tokenizer, rows),
-                           strict=True):
+    for r, enc, tok in zip(
+        rows, encode_rows(tokenizer, rows), axolotl_tokenized(tokenizer, rows), strict=True
+    ):
         trained = [t for t in tok["labels"] if t != -100]
         assert tuple(trained) == enc.options[enc.reference], r["messages"]
         assert tuple(tok["input_ids"][: len(enc.prompt)]) == enc.prompt
@@ -145,12 +158,23 @@ def test_ranks_and_spearman():
 
 def test_configs_differ_only_in_the_arm_keys(tmp_path):
     configs = {
-        name: prepare.arm_config(arm, base_model=tmp_path / "m", train_file=tmp_path / "t.jsonl",
-                                 test_file=tmp_path / "e.jsonl", run_dir=tmp_path / name, seed=3)
+        name: prepare.arm_config(
+            arm,
+            base_model=tmp_path / "m",
+            train_file=tmp_path / "t.jsonl",
+            test_file=tmp_path / "e.jsonl",
+            run_dir=tmp_path / name,
+            seed=3,
+        )
         for name, arm in prepare.ARMS.items()
     }
-    arm_keys = {"ual_uncertainty_source", "ual_smoothing_max", "ual_mapping", "output_dir",
-                "dataset_prepared_path"}
+    arm_keys = {
+        "ual_uncertainty_source",
+        "ual_smoothing_max",
+        "ual_mapping",
+        "output_dir",
+        "dataset_prepared_path",
+    }
     reference = configs["sft"]
     for name, cfg in configs.items():
         assert cfg["seed"] == 3 and cfg["dataset_num_proc"] == 1
@@ -158,5 +182,9 @@ def test_configs_differ_only_in_the_arm_keys(tmp_path):
     assert configs["ls"]["ual_uncertainty_source"] == "constant"
     assert configs["ls"]["ual_smoothing_max"] == 0.1
     assert configs["sft"]["ual_smoothing_max"] == 0.0
-    assert configs["ual_known"]["ual_smoothing_max"] == configs["ual_elicited"]["ual_smoothing_max"] == 0.2
+    assert (
+        configs["ual_known"]["ual_smoothing_max"]
+        == configs["ual_elicited"]["ual_smoothing_max"]
+        == 0.2
+    )
     assert configs["ual_elicited"]["ual_mapping"] == "rank"

@@ -56,8 +56,10 @@ def test_gsm8k_task_prompts_like_the_training_data():
 
 def test_mixture_is_seeded_and_maps_both_sources():
     chat = [{"instruction": f"write {i}", "input": "", "output": f"text {i}"} for i in range(50)]
-    math = [{"query": f"{i} + 1?", "response": f"The answer is: {i + 1}", "type": "GSM_AnsAug"}
-            for i in range(80)]
+    math = [
+        {"query": f"{i} + 1?", "response": f"The answer is: {i + 1}", "type": "GSM_AnsAug"}
+        for i in range(80)
+    ]
     rows = build_mixture.mix(chat, math, 10, 20, seed=0)
     assert rows == build_mixture.mix(chat, math, 10, 20, seed=0)
     assert rows != build_mixture.mix(chat, math, 10, 20, seed=1)
@@ -76,7 +78,10 @@ def test_collect_reads_the_newest_harness_result_per_arm(tmp_path: Path):
     def write(arm, stamp, value):
         path = tmp_path / arm / "model__name" / f"results_{stamp}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        metrics = {f"exact_match,{collect.FILTER}": value, f"exact_match_stderr,{collect.FILTER}": 0.01}
+        metrics = {
+            f"exact_match,{collect.FILTER}": value,
+            f"exact_match_stderr,{collect.FILTER}": 0.01,
+        }
         path.write_text(json.dumps({"results": {collect.TASK: metrics}}))
 
     write("sft", "2024-01-01T00-00-00", 0.60)

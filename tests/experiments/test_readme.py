@@ -24,7 +24,8 @@ def test_committed_results_are_the_default_command():
     assert set(data["settings"]["arms"]) == set(ARMS)
     assert data["settings"]["split_scale"] == 1.0
     assert sorted((r["arm"], r["seed"]) for r in data["runs"]) == sorted(
-        (arm, seed) for arm in ARMS for seed in (0, 1, 2))
+        (arm, seed) for arm in ARMS for seed in (0, 1, 2)
+    )
     assert (RESULTS / "results.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -26,10 +26,23 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     work, out = root / "work", root / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.uncertainty_mixture.run", "--smoke",
-         "--workdir", str(work), "--out", str(out)],
-        cwd=REPO, env=axolotl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        timeout=900, check=False,
+        [
+            sys.executable,
+            "-m",
+            "experiments.uncertainty_mixture.run",
+            "--smoke",
+            "--workdir",
+            str(work),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=axolotl_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:]
     return work, out, result.stdout
@@ -53,12 +66,16 @@ def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
 def test_the_known_arm_trains_with_epsilon_of_the_true_uncertainty(smoke):
     work, _, _ = smoke
     model = work / "runs" / "ual_known-seed0" / "model"
-    history = json.loads(next(model.glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
+    history = json.loads(next(model.glob("checkpoint-*/trainer_state.json")).read_text())[
+        "log_history"
+    ]
     logs = [r for r in history if "loss" in r]
     assert logs
     for record in logs:
         assert record["ual_uncertainty_mean"] > 0  # the batches hold high-entropy rows
-        assert record["ual_epsilon_mean"] == pytest.approx(0.2 * record["ual_uncertainty_mean"], abs=2e-6)
+        assert record["ual_epsilon_mean"] == pytest.approx(
+            0.2 * record["ual_uncertainty_mean"], abs=2e-6
+        )
     assert json.loads((model / "ual_run.json").read_text())["mapping"] == "linear"
 
 
@@ -68,7 +85,7 @@ def test_the_elicited_arm_trains_on_the_judges_scores(smoke):
     elicited = read_jsonl(work / "data" / "train-0.elicited.jsonl")
     assert [r["messages"] for r in elicited] == [r["messages"] for r in known]
     assert all(0 <= r["uncertainty"] <= 1 and r["uncertainty_score"] > 0 for r in elicited)
-    assert any(a["uncertainty"] != b["uncertainty"] for a, b in zip(known, elicited))
+    assert any(a["uncertainty"] != b["uncertainty"] for a, b in zip(known, elicited, strict=True))
     run_dir = work / "runs" / "ual_elicited-seed0"
     assert json.loads((run_dir / "model" / "ual_run.json").read_text())["mapping"] == "rank"
     cfg = yaml.safe_load((run_dir / "config.yml").read_text())

@@ -47,7 +47,9 @@ def instruction(row: dict) -> str:
 
 @pytest.fixture(scope="module")
 def big_split() -> list[dict]:
-    return make_split("entropy test", {t: SAMPLES for t in HIGH_TASKS} | {t: 2000 for t in LOW_TASKS})
+    return make_split(
+        "entropy test", dict.fromkeys(HIGH_TASKS, SAMPLES) | dict.fromkeys(LOW_TASKS, 2000)
+    )
 
 
 def grouped(rows: list[dict]) -> dict[str, list[dict]]:
@@ -130,7 +132,7 @@ def test_low_entropy_rows_have_their_one_correct_answer(big_split):
 
 def test_known_uncertainty_scale():
     """u = H / H_MAX spans (0, 1]: the most uncertain task ("name an animal") has u = 1."""
-    assert H_MAX == pytest.approx(math.log(12))
+    assert pytest.approx(math.log(12)) == H_MAX
     highs = [entropy(p) / H_MAX for t in HIGH_TASKS for _, _, p in TASKS[t].contents()]
     assert max(highs) == pytest.approx(1.0) and min(highs) > 0.15
 
