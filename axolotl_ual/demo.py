@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
-import shutil
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+
+from .toolkit import console_script, offline_env
 
 
 def register(commands) -> None:
@@ -46,35 +46,6 @@ def prepare_workdir(workdir: Path) -> Path:
     if not (model_dir / "config.json").exists():
         build_tiny_model(model_dir, corpus_from_jsonl(sample))
     return config
-
-
-def console_script(name: str) -> str:
-    """The `name` console script (`axolotl`, `axolotl-ual`) installed beside this interpreter,
-    else the one on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else shutil.which(name) or str(beside)
-
-
-def offline_env(**overrides: str) -> dict[str, str]:
-    """This process's environment for an `axolotl` subprocess that must never reach the network.
-
-    Hub and datasets offline (tiny local models only), no telemetry, no W&B; `overrides` win.
-    This interpreter's scripts folder comes first on PATH: `axolotl train` re-launches itself
-    through `accelerate`, which must be the one installed beside it even in a venv that was
-    never activated.
-    """
-    env = dict(os.environ)
-    scripts = str(Path(sys.executable).parent)
-    env.update(
-        PATH=os.pathsep.join([scripts, env.get("PATH", "")]),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-        WANDB_MODE="disabled",
-    )
-    env.update(overrides)
-    return env
 
 
 def run(args) -> int:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import UALError
 
-class UnsupportedHead(Exception):
+
+class UnsupportedHead(UALError):
     """The fused loss cannot reproduce this model's logits; the message says why."""
 
 

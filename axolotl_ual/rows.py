@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import DataError
+
 CHAT = "chat"
 ALPACA = "alpaca"
 FORMATS = (CHAT, ALPACA)
@@ -25,7 +27,7 @@ SIDECAR_KEY = "sample_key"
 SIDECAR_UNCERTAINTY = "uncertainty"
 
 
-class InvalidUncertainty(ValueError):
+class InvalidUncertainty(DataError):
     """An uncertainty value that is not a number in [0, 1]."""
 
 

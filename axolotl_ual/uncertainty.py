@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError
 from .rows import (
     SIDECAR_KEY,
     SIDECAR_UNCERTAINTY,
@@ -25,7 +26,7 @@ from .rows import (
 MAX_REPORTED_ROWS = 5
 
 
-class UncertaintyDataError(ValueError):
+class UncertaintyDataError(DataError):
     """Rows whose uncertainty is missing or invalid; the message names dataset, rows and values."""
 
 

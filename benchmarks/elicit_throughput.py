@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from axolotl_ual.toolkit import judge_client_env
 
 
 def start_server(latency: float, lifetime: float) -> tuple[subprocess.Popen, str]:
@@ -42,7 +42,7 @@ def start_server(latency: float, lifetime: float) -> tuple[subprocess.Popen, str
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=child_env(),
+        env=judge_client_env(),
     )
     base_url = server.stdout.readline().strip()
     if not base_url.startswith("http://127.0.0.1:"):
@@ -51,17 +51,11 @@ def start_server(latency: float, lifetime: float) -> tuple[subprocess.Popen, str
     return server, base_url
 
 
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def entry_point() -> list[str]:
     """`axolotl-ual` itself when its parser can be built, else the elicit commands alone."""
     probe = subprocess.run(
         [sys.executable, "-c", "from axolotl_ual.cli import build_parser; build_parser()"],
-        env=child_env(),
+        env=judge_client_env(),
         capture_output=True,
         check=False,
     )
@@ -94,7 +88,7 @@ def timed_run(command: list[str], base_url: str, rows: int, concurrency: int, fo
     ]
     started = time.perf_counter()
     result = subprocess.run(
-        argv, cwd=folder, env=child_env(), capture_output=True, text=True, check=False
+        argv, cwd=folder, env=judge_client_env(), capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - started
     if result.returncode != 0:

@@ -89,7 +89,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # importable before the package is installed
 
 METHODS = {
     "a": "materialized logits + per-token smoothing",

@@ -30,9 +30,9 @@ import yaml
 
 from axolotl_ual.demo import logged_metrics
 from axolotl_ual.tiny_model import build_tiny_tokenizer, corpus_from_jsonl
+from axolotl_ual.toolkit import DATA
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "axolotl_ual" / "data" / "sample_chat.jsonl"
+SAMPLE = DATA / "sample_chat.jsonl"
 
 
 def build_model(out_dir: Path, vocab: int, hidden: int, layers: int) -> None:
@@ -102,7 +102,7 @@ def config(model: Path, data: Path, workdir: Path, *, fused: bool, args) -> Path
 
 
 def run(cfg: Path, gpu: bool) -> dict:
-    from axolotl_ual.demo import console_script, offline_env
+    from axolotl_ual.toolkit import console_script, offline_env
 
     env = offline_env()
     axolotl = console_script("axolotl")

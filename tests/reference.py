@@ -6,15 +6,14 @@ Tokenization comes from axolotl's own strategies (not ours), the loss from
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from axolotl_ual.toolkit import read_jsonl
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+__all__ = ["read_jsonl"]
 
 
 def axolotl_tokenized(

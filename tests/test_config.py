@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from axolotl_ual.args import UALArgs, training_args_from_cfg
-from tests.conftest import SAMPLE_CHAT
+from tests.support import SAMPLE_CHAT
 
 UAL_DATASET = {"path": str(SAMPLE_CHAT), "type": "axolotl_ual.chat_template"}
 

@@ -13,8 +13,8 @@ from datasets import Dataset
 from axolotl_ual.dataset_strategy import UNCERTAINTY_COLUMN
 from axolotl_ual.rows import CHAT, content_fields, sample_key
 from axolotl_ual.uncertainty import UncertaintyDataError, UncertaintySettings, resolve_uncertainties
-from tests.conftest import SAMPLE_ALPACA, SAMPLE_CHAT
 from tests.reference import read_jsonl
+from tests.support import SAMPLE_ALPACA, SAMPLE_CHAT
 
 
 def _cfg(**overrides):

@@ -28,7 +28,7 @@ def test_plain_axolotl_config_is_untouched(tiny_model):
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    from tests.conftest import SAMPLE_CHAT
+    from tests.support import SAMPLE_CHAT
 
     cfg = DictDefault(
         {

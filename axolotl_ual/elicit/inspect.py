@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import rows as rowlib
+from ..errors import ExitCode
 from . import io, report
 from .io import DataError
 
@@ -97,7 +98,7 @@ def run_inspect(args) -> int:
         mapping = build_mapping(config, values)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     import torch
 
     default_u = config.ual_default_uncertainty
@@ -133,7 +134,7 @@ def run_inspect(args) -> int:
             values, eps, mapping, png, title=f"{Path(args.input).name}: {len(values)} scored rows"
         )
         print(f"wrote {png}")
-    return 0
+    return ExitCode.OK
 
 
 def plot_distributions(values, eps, mapping, path: Path, *, title: str) -> None:

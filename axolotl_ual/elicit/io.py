@@ -18,6 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
+
+__all__ = ["DataError", "read_rows", "write_rows"]
+
 JSONL, JSON, PARQUET, CSV, FOLDER = "jsonl", "json", "parquet", "csv", "folder"
 SUFFIXES = {
     ".jsonl": JSONL,
@@ -27,10 +31,6 @@ SUFFIXES = {
     ".pq": PARQUET,
     ".csv": CSV,
 }
-
-
-class DataError(ValueError):
-    """Input or output data the command cannot use; the message says what and where."""
 
 
 def file_kind(path: str | Path, *, for_output: bool = False) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import rows as rowlib
+from ..errors import ExitCode, UsageError
 from . import io, report
 from .backends import LOCAL_BACKENDS, BackendError, BackendOptions, make_judge
 from .cache import ScoreCache, config_id, default_cache_path
@@ -26,12 +27,7 @@ from .runner import RunOutcome, run_judge
 from .samples import Sample, keys_digest, prepare_samples, resolve_format, sidecar_rows
 from .shards import Manifest, Shard
 
-EXIT_OK, EXIT_NULLS, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_SAMPLED_TEMPERATURE = 0.7
-
-
-class UsageError(ValueError):
-    """Arguments that do not go together."""
 
 
 def log(message: str) -> None:
@@ -162,7 +158,7 @@ def run_elicit(args) -> int:
         samples = prepare_samples(rows, fmt, args.field_messages)
     except (UsageError, DataError) as exc:
         log(f"error: {exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     dataset_digest, total_rows = keys_digest(samples), len(rows)
     start, stop = shard.bounds(total_rows) if shard else (0, total_rows)
@@ -200,7 +196,7 @@ def run_elicit(args) -> int:
                 judge = make_judge(args.backend, method, backend_options(args))
             except BackendError as exc:
                 log(f"error: {exc}")
-                return EXIT_USAGE
+                return ExitCode.USAGE
             stats = judge.stats
             log(_describe_run(args, method, judge))
             outcome = run_judge(
@@ -236,11 +232,11 @@ def run_elicit(args) -> int:
     _print_summary(args, values, len(unique), from_cache, judgements, outcome, stats, cache_path)
     if outcome.interrupted:
         log("interrupted: everything scored so far is written; re-run the same command to resume")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     if outcome.fatal:
         log(f"stopped: {outcome.fatal}")
-        return EXIT_STOPPED
-    return EXIT_NULLS if any(value is None for value in values) else EXIT_OK
+        return ExitCode.STOPPED
+    return ExitCode.INCOMPLETE if any(value is None for value in values) else ExitCode.OK
 
 
 def _describe_run(args, method, judge) -> str:

@@ -27,7 +27,7 @@ from .samples import Sample
 SHOWN_FAILURES = 5
 
 
-class TooManyFailures(RuntimeError):
+class TooManyFailures(BackendError):
     """Many samples in a row failed after every retry: stop instead of hammering a dead server."""
 
 
@@ -121,7 +121,7 @@ def run_judge(
             _run_batches(judge, samples, record)
     except (KeyboardInterrupt, asyncio.CancelledError):
         outcome.interrupted = True
-    except (BackendError, TooManyFailures) as exc:
+    except BackendError as exc:  # TooManyFailures included
         outcome.fatal = str(exc)
     finally:
         bar.close()

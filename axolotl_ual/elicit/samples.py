@@ -40,10 +40,6 @@ class Sample:
     key: str
     messages: tuple[Message, ...]
 
-    @property
-    def has_response(self) -> bool:
-        return any(m.role == ASSISTANT for m in self.messages)
-
 
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExitCode
 from . import io
 from .io import DataError
 from .samples import keys_digest, prepare_samples, sidecar_rows
@@ -152,7 +153,7 @@ def run_merge(args) -> int:
             io.write_rows(sidecar_rows(samples, values), args.sidecar)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     nulls = sum(value is None for value in values)
     written = args.output + (f" and {args.sidecar}" if args.sidecar else "")
     print(f"merged {len(args.shards)} shards, {len(rows)} rows, into {written}")
@@ -161,5 +162,5 @@ def run_merge(args) -> int:
             f"{nulls} rows have no {manifest.field!r}: re-run the shards that have nulls, then merge again",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return ExitCode.INCOMPLETE
+    return ExitCode.OK

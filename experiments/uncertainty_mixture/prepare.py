@@ -10,7 +10,6 @@ Fixed by design, before any result was seen (see experiments/README.md, "Protoco
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,18 +62,6 @@ ARMS = {
     )
 }
 JUDGE = Arm("judge", "judge (SFT)", ARMS["sft"].keys)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(item) + "\n" for item in rows)
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def test_rows(per_task: dict[str, int] = TEST_PER_TASK) -> list[dict]:

@@ -28,10 +28,10 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from axolotl_ual.demo import console_script, offline_env
+from axolotl_ual.toolkit import console_script, offline_env, read_jsonl, write_jsonl
 
 from . import prepare, report
-from .prepare import ARMS, JUDGE, Arm, read_jsonl, write_jsonl
+from .prepare import ARMS, JUDGE, Arm
 
 HERE = Path(__file__).resolve().parent
 MARKER = ".uncertainty-mixture-workdir"

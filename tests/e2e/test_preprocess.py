@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from tests.conftest import SAMPLE_CHAT, run_axolotl, ual_config, write_config
 from tests.reference import read_jsonl
+from tests.support import SAMPLE_CHAT, run_axolotl, ual_config, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import SAMPLE_CHAT, log_history, train, ual_config, write_config
+from tests.support import SAMPLE_CHAT, log_history, train, ual_config, write_config
 
 pytestmark = pytest.mark.e2e
 STEPS = 3

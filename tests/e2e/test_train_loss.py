@@ -13,8 +13,8 @@ import json
 import pytest
 
 from axolotl_ual.rows import ALPACA, CHAT, content_fields, sample_key
-from tests.conftest import SAMPLE_ALPACA, SAMPLE_CHAT, log_history, train, ual_config, write_config
 from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_reference
+from tests.support import SAMPLE_ALPACA, SAMPLE_CHAT, log_history, train, ual_config, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from axolotl_ual.demo import console_script
-from tests.conftest import (
+from axolotl_ual.toolkit import console_script
+from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_reference
+from tests.support import (
     SAMPLE_CHAT,
     axolotl_env,
     log_history,
@@ -17,7 +18,6 @@ from tests.conftest import (
     ual_config,
     write_config,
 )
-from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_reference
 
 pytestmark = pytest.mark.e2e
 

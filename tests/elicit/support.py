@@ -6,7 +6,6 @@ request, so every row's expected score is known exactly and faults can target gi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -18,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from axolotl_ual.elicit.fake_server import Reply, Request
+from axolotl_ual.toolkit import REPO, judge_client_env, read_jsonl, write_jsonl
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "read_jsonl", "write_jsonl"]
+
 ROW_ID = re.compile(r"\bQ(\d+):")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,19 +67,6 @@ def alpaca_rows(n: int) -> list[dict]:
     ]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [
-        json.loads(line)
-        for line in Path(path).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-
-
 class ScriptedJudge:
     """A server policy: the k-th request (from 0) about row i gets `script(i, k, request)`;
     a script returning None gets the normal answer (`expected_score(i)` for every choice)."""
@@ -99,12 +87,6 @@ class ScriptedJudge:
         return reply if reply is not None else Reply([str(expected_score(i))] * request.n)
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
-    return env
-
-
 def cli_command(command: str) -> list[str]:
     """`python -m axolotl_ual.elicit` with the arguments of a shell-like command string."""
     return [sys.executable, "-m", "axolotl_ual.elicit", *shlex.split(command)]
@@ -116,7 +98,7 @@ def run_cli_subprocess(
     return subprocess.run(
         cli_command(command),
         cwd=cwd,
-        env=env or cli_env(),
+        env=env or judge_client_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 
 from axolotl_ual.elicit import cli
 
-from .support import REPO, cli_env
+from .support import REPO, judge_client_env
 
 
 def parser():
@@ -74,7 +73,7 @@ def test_help_is_light():
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,
-        env=cli_env(),
+        env=judge_client_env(),
         capture_output=True,
         text=True,
         check=False,
@@ -82,9 +81,6 @@ def test_help_is_light():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("axolotl_ual.demo") is None, reason="axolotl_ual.demo not written yet"
-)
 def test_the_axolotl_ual_entry_point_has_the_commands():
     from axolotl_ual.cli import build_parser
 

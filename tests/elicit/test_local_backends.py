@@ -8,6 +8,8 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import torch
+import transformers
 
 from axolotl_ual.elicit.methods import entropy_from_top_logprobs
 from axolotl_ual.elicit.prompts import (
@@ -20,9 +22,6 @@ from axolotl_ual.elicit.prompts import (
 from axolotl_ual.elicit.samples import prepare_samples
 
 from .support import chat_rows, read_jsonl, write_jsonl
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")

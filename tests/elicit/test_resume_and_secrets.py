@@ -17,8 +17,8 @@ from .support import (
     ScriptedJudge,
     chat_rows,
     cli_command,
-    cli_env,
     expected_u,
+    judge_client_env,
     read_jsonl,
     run_cli_subprocess,
     write_jsonl,
@@ -74,7 +74,7 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     process = subprocess.Popen(
         cli_command(command),
         cwd=tmp_path,
-        env=cli_env(OPENAI_API_KEY="sk-x"),
+        env=judge_client_env(OPENAI_API_KEY="sk-x"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -94,7 +94,7 @@ def test_sigkill_then_resume_sends_no_scored_row_again(tmp_path, judge_server):
     assert len(answered - scored_before_kill) <= 4
 
     script.open()
-    result = run_cli_subprocess(command, cwd=tmp_path, env=cli_env(OPENAI_API_KEY="sk-x"))
+    result = run_cli_subprocess(command, cwd=tmp_path, env=judge_client_env(OPENAI_API_KEY="sk-x"))
     assert result.returncode == 0, result.stderr
     assert f"{len(scored_before_kill)} already in" in result.stderr
     # no row scored before the kill was requested again
@@ -136,7 +136,7 @@ def test_the_api_key_is_never_written(tmp_path, judge_server, run_elicit, monkey
         f"elicit data.jsonl -o scored.jsonl --sidecar side.jsonl --shard 0/1 --base-url {server.base_url} "
         "--model judge --max-retries 1 --backoff-base 0.01"
     )
-    result = run_cli_subprocess(command, cwd=tmp_path, env=cli_env(OPENAI_API_KEY=secret))
+    result = run_cli_subprocess(command, cwd=tmp_path, env=judge_client_env(OPENAI_API_KEY=secret))
     assert result.returncode == 1
     (tmp_path / "stdout.log").write_text(result.stdout)
     (tmp_path / "stderr.log").write_text(result.stderr)
@@ -175,7 +175,7 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
         process = subprocess.Popen(
             cli_command(command),
             cwd=tmp_path,
-            env=cli_env(),
+            env=judge_client_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

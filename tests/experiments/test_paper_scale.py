@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from experiments.paper_scale import build_mixture, collect
-from tests.conftest import REPO, SAMPLE_ALPACA
+from tests.support import REPO, SAMPLE_ALPACA
 from tests.test_config import validate
 
 PAPER = REPO / "experiments" / "paper_scale"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from experiments.uncertainty_mixture.prepare import ARMS
-from tests.conftest import REPO
+from tests.support import REPO
 
 EXPERIMENTS = REPO / "experiments"
 RESULTS = EXPERIMENTS / "uncertainty_mixture" / "results"

@@ -16,7 +16,7 @@ import yaml
 
 from experiments.uncertainty_mixture.prepare import read_jsonl
 from experiments.uncertainty_mixture.report import axolotl_logs
-from tests.conftest import REPO, axolotl_env
+from tests.support import REPO, axolotl_env
 
 pytestmark = pytest.mark.e2e
 

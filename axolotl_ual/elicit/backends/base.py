@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ...errors import BackendError
 
-class BackendError(RuntimeError):
-    """A problem no retry can fix (bad API key, unknown model, missing package): stops the run."""
+__all__ = ["BackendError", "BackendOptions", "RequestStats"]
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""What the demo, the tests, the benchmarks and the experiments share.
+
+- `REPO`: the source checkout this package was installed from (`pip install -e .`), where the
+  tests, benchmarks and experiments live.
+- `read_jsonl` / `write_jsonl`: rows as JSON Lines.
+- `offline_env`: the environment for an `axolotl` subprocess that must never reach the network.
+- `console_script`: the `axolotl` / `axolotl-ual` / `accelerate` executable beside this
+  interpreter.
+
+No torch or axolotl imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+DATA = PACKAGE / "data"
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
+
+
+def console_script(name: str) -> str:
+    """The `name` console script installed beside this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else shutil.which(name) or str(beside)
+
+
+def offline_env(**overrides: str) -> dict[str, str]:
+    """This process's environment for an `axolotl` subprocess that must never reach the network.
+
+    Hub and datasets offline (tiny local models only), no telemetry (axolotl's would hang at exit
+    offline), no W&B; `overrides` win. This interpreter's scripts folder comes first on PATH:
+    `axolotl train` re-launches itself through `accelerate`, which must be the one installed
+    beside it even in a venv that was never activated.
+    """
+    env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
+    env.update(
+        PATH=os.pathsep.join([scripts, env.get("PATH", "")]),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        AXOLOTL_DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+    )
+    env.update(overrides)
+    return env
+
+
+def judge_client_env(**overrides: str) -> dict[str, str]:
+    """`offline_env` for an `axolotl-ual elicit` subprocess talking to a loopback judge.
+
+    The user's own `OPENAI_API_KEY` / `OPENAI_BASE_URL` are removed (a test or benchmark must
+    never send them anywhere), and the checkout is importable even without an install.
+    """
+    env = offline_env()
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        env.pop(name, None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(overrides)
+    return env
