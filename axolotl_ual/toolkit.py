@@ -48,10 +48,14 @@ def offline_env(**overrides: str) -> dict[str, str]:
     Hub and datasets offline (tiny local models only), no telemetry (axolotl's would hang at exit
     offline), no W&B; `overrides` win. This interpreter's scripts folder comes first on PATH:
     `axolotl train` re-launches itself through `accelerate`, which must be the one installed
-    beside it even in a venv that was never activated.
+    beside it even in a venv that was never activated. Run from a source checkout, the
+    subprocess imports this same checkout of `axolotl_ual` (not another one the environment has
+    installed in editable mode).
     """
     env = dict(os.environ)
     scripts = str(Path(sys.executable).parent)
+    if REPO.name != "site-packages":
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(
         PATH=os.pathsep.join([scripts, env.get("PATH", "")]),
         HF_HUB_OFFLINE="1",
@@ -67,12 +71,11 @@ def offline_env(**overrides: str) -> dict[str, str]:
 def judge_client_env(**overrides: str) -> dict[str, str]:
     """`offline_env` for an `axolotl-ual elicit` subprocess talking to a loopback judge.
 
-    The user's own `OPENAI_API_KEY` / `OPENAI_BASE_URL` are removed (a test or benchmark must
-    never send them anywhere), and the checkout is importable even without an install.
+    The user's own `OPENAI_API_KEY` / `OPENAI_BASE_URL` are removed: a test or benchmark must
+    never send them anywhere.
     """
     env = offline_env()
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         env.pop(name, None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(overrides)
     return env
