@@ -22,7 +22,9 @@ PREFIX = "ual-"
 
 
 def data_fingerprint(cfg: dict[str, Any]) -> str:
-    """Hash of the UAL inputs of tokenization: data keys, sidecar content, dataset file stats."""
+    """Hash of the UAL inputs of tokenization: the data keys and the contents of the data files
+    and of the sidecar (by content, not size and time: `cp -p`, `rsync -a` and `tar` keep those
+    while the scores inside change)."""
     settings = {}
     for key in DATA_KEYS:
         value = cfg.get(key)
@@ -31,25 +33,27 @@ def data_fingerprint(cfg: dict[str, Any]) -> str:
         settings[key] = getattr(value, "value", value)
     payload = {"settings": settings, "files": []}
     if cfg.get("ual_uncertainty_file") and Path(cfg["ual_uncertainty_file"]).is_file():
-        payload["sidecar_sha256"] = _sha256(Path(cfg["ual_uncertainty_file"]))
+        payload["sidecar_sha256"] = file_sha256(Path(cfg["ual_uncertainty_file"]))
     for ds in list(cfg.get("datasets") or []) + list(cfg.get("test_datasets") or []):
         if isinstance(ds, dict) and is_ual_dataset_type(ds.get("type")):
-            payload["files"].append(_file_stats(str(ds.get("path"))))
+            payload["files"].append(_contents(str(ds.get("path"))))
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def isolate_prepared_path(cfg: dict[str, Any]) -> str:
     """Point `dataset_prepared_path` at `<base>/ual-<fingerprint>`; return the new path."""
+    fingerprint = data_fingerprint(cfg)
+    ours = f"{PREFIX}{fingerprint}"
     base = Path(cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH)
-    if base.name.startswith(PREFIX):  # already isolated (register ran before on this config)
+    if base.name == ours:  # register() already ran on this config; a user's `ual-...` folder stays
         base = base.parent
-    path = str(base / f"{PREFIX}{data_fingerprint(cfg)}")
+    path = str(base / ours)
     cfg["dataset_prepared_path"] = path
     return path
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -57,8 +61,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_stats(path: str) -> list:
-    """(name, size, mtime) of a local data file or of the files of a local folder."""
+def _contents(path: str) -> list:
+    """The content hashes of a local data file or of the files of a local folder."""
     root = Path(path)
     if root.is_file():
         files = [root]
@@ -66,4 +70,6 @@ def _file_stats(path: str) -> list:
         files = sorted(p for p in root.rglob("*") if p.is_file())
     else:
         return [path]  # a hub dataset: only its name
-    return [path] + [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return [path] + [
+        (str(p.relative_to(root)) if p != root else p.name, file_sha256(p)) for p in files
+    ]

@@ -52,33 +52,56 @@ def detect_format(row: Mapping[str, Any], field_messages: str = DEFAULT_MESSAGES
     )
 
 
-def _drop_none(value: Any) -> Any:
-    # Arrow fills keys missing from some rows of a column with None, so the same sample reads
-    # back with extra `None` keys depending on its neighbours: drop them before hashing.
+_EXACT_FLOAT_INTS = 2**53  # integers a float64 holds exactly
+
+
+def _canonical(value: Any) -> Any:
+    """The value as loader-independent JSON data.
+
+    Arrow (`datasets`, Parquet) re-types what a JSON reader keeps apart: it fills keys missing
+    from some rows of a column with None, and reads `1` as `1.0` when the column also holds
+    `1.5`. So `None` values are dropped and integral floats become ints before hashing; key
+    order never matters (the JSON is dumped with sorted keys).
+    """
     if isinstance(value, Mapping):
-        return {str(k): _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_drop_none(v) for v in value]
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, Sequence):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOAT_INTS:
+        return int(value)
     return value
 
 
 def sample_key(row: Mapping[str, Any], fields: Sequence[str]) -> str:
     """A stable hex digest of the row's content fields.
 
-    Canonical JSON (sorted keys, no whitespace, `None` values dropped), so the key is the same
-    whether the row was read with `json`, pandas or `datasets`, and whatever other columns the
-    file has. Missing fields hash as absent.
+    Canonical JSON (see `_canonical`), so the key is the same whether the row was read with
+    `json`, pandas or `datasets` (Arrow), and whatever other columns the file has. Missing
+    fields hash as absent.
     """
-    content = {f: _drop_none(row[f]) for f in fields if row.get(f) is not None}
+    content = {f: _canonical(row[f]) for f in fields if row.get(f) is not None}
     canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def parse_uncertainty(value: Any) -> float | None:
-    """Return `value` as a float in [0, 1], `None` when missing, or raise `InvalidUncertainty`."""
+    """Return `value` as a float in [0, 1], `None` when missing, or raise `InvalidUncertainty`.
+
+    A number, or a string that holds one ("0.5", as CSV files and some exporters write
+    numbers): Arrow turns such a string into a number when the rest of its column is numeric,
+    so accepting it everywhere gives one answer whatever the loader. Any other text, booleans,
+    NaN and values outside [0, 1] are errors.
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InvalidUncertainty(f"{value!r} is not a number (type str)") from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidUncertainty(f"{value!r} is not a number (type {type(value).__name__})")
     value = float(value)
     if math.isnan(value):

@@ -54,3 +54,21 @@ def test_isolate_is_idempotent_and_defaults_like_axolotl(tmp_path):
     assert isolate_prepared_path(cfg) == first  # register() may run twice on one config
     cfg = _cfg(tmp_path, dataset_prepared_path=None)
     assert isolate_prepared_path(cfg).startswith("last_run_prepared/ual-")
+
+
+def test_an_edit_that_keeps_size_and_mtime_still_changes_the_path(tmp_path):
+    """`cp -p`, `rsync -a` and `tar` restore the modification time: only the content tells."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"messages": [], "uncertainty": 0.1}\n')
+    before = data_fingerprint(_cfg(tmp_path))
+    stat = data.stat()
+    data.write_text('{"messages": [], "uncertainty": 0.9}\n')
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert data.stat().st_size == stat.st_size and data.stat().st_mtime_ns == stat.st_mtime_ns
+    assert data_fingerprint(_cfg(tmp_path)) != before
+
+
+def test_a_user_folder_named_ual_something_is_not_taken_for_ours(tmp_path):
+    cfg = _cfg(tmp_path, dataset_prepared_path=str(tmp_path / "data" / "ual-cache"))
+    path = isolate_prepared_path(cfg)
+    assert path.startswith(str(tmp_path / "data" / "ual-cache" / "ual-")), path
