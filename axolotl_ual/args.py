@@ -1,31 +1,33 @@
-"""The `ual_*` YAML keys: validated by pydantic when axolotl loads the config.
+"""The `ual_*` YAML keys: the one place that names them, their defaults and their allowed values.
 
 `UALArgs` is merged into axolotl's config schema by the plugin (`get_input_args`), so its
-fields become top-level YAML keys and its validators see the whole config.
-`UALTrainingArgsMixin` carries what the trainer needs into `TrainingArguments`.
+fields become top-level YAML keys and its validators see the whole config. Every field says
+at which stage it applies (`json_schema_extra["stage"]`):
+
+- `data`: decides the tokenized rows (part of the prepared-data fingerprint, `DATA_KEYS`);
+- `training`: read by the trainer from `TrainingArguments` (`UALTrainingArgsMixin`, whose
+  fields and defaults are generated from these, `TRAINING_KEYS`).
+
+No axolotl imports: `axolotl-ual inspect` validates the keys of a YAML with `UALArgs` alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import field, make_dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from .compat import CCE_PLUGIN, LOSS_REPLACING_KEYS, cut_cross_entropy_enabled
+from .errors import UsageError
+
 PLUGIN_PATH = "axolotl_ual.UALPlugin"
 UAL_DATASET_TYPES = ("axolotl_ual.chat_template", "axolotl_ual.alpaca")
-
-# Settings that change what `axolotl preprocess` writes (see `data_fingerprint`); the
-# smoothing range and mapping are applied in the trainer, so changing them needs no re-tokenizing.
-DATA_KEYS = (
-    "ual_uncertainty_source",
-    "ual_uncertainty_field",
-    "ual_uncertainty_file",
-    "ual_missing_uncertainty",
-    "ual_default_uncertainty",
-)
+KEY_PREFIX = "ual_"
+DATA, TRAINING = "data", "training"
 
 
 class UncertaintySource(StrEnum):
@@ -34,7 +36,9 @@ class UncertaintySource(StrEnum):
     constant = "constant"  # no uncertainty: eps = ual_smoothing_max everywhere
 
 
-class Mapping(StrEnum):
+class EpsilonMapping(StrEnum):
+    """How an uncertainty becomes a label-smoothing epsilon (see `mapping.py`)."""
+
     linear = "linear"
     power = "power"
     rank = "rank"
@@ -45,78 +49,63 @@ class MissingUncertainty(StrEnum):
     default = "default"
 
 
+def _key(default: Any, stage: str, description: str, **constraints) -> Any:
+    extra = {"stage": stage, "description": description}
+    if callable(default):
+        return Field(default_factory=default, json_schema_extra=extra, **constraints)
+    return Field(default=default, json_schema_extra=extra, **constraints)
+
+
 def is_ual_dataset_type(ds_type: Any) -> bool:
     """True for `axolotl_ual.chat_template`, `axolotl_ual.alpaca` and `axolotl_ual.alpaca:<style>`."""
     return isinstance(ds_type, str) and ds_type.split(":")[0] in UAL_DATASET_TYPES
 
 
-def _dataset_types(datasets: Any) -> list[Any]:
-    types = []
-    for ds in datasets or []:
-        types.append(ds.get("type") if isinstance(ds, dict) else getattr(ds, "type", None))
-    return types
+def _dataset_entries(data: dict) -> list[tuple[str, Any]]:
+    """(`datasets[i]` / `test_datasets[i]`, the entry) for every dataset of a raw config."""
+    entries = []
+    for section in ("datasets", "test_datasets"):
+        for index, ds in enumerate(data.get(section) or []):
+            entries.append((f"{section}[{index}]", ds))
+    return entries
 
 
-# Other ways to compute the loss that cannot be combined with UAL's.
-_LOSS_KEYS = (
-    "label_smoothing_factor",  # HF's global smoothing (axolotl drops it; it would be ignored)
-    "liger_fused_linear_cross_entropy",
-    "liger_cross_entropy",
-    "chunked_cross_entropy",
-    "use_eaft",
-)
-_CCE_PLUGIN = "cut_cross_entropy.CutCrossEntropyPlugin"
-
-
-def _conflicting_loss_keys(data: dict) -> list[str]:
-    found = [f"{key}: {data[key]}" for key in _LOSS_KEYS if data.get(key)]
-    cce_plugin = any(str(p).endswith(_CCE_PLUGIN) for p in data.get("plugins") or [])
-    if cce_plugin and data.get("cut_cross_entropy", True) is not False:  # on by default
-        found.append(f"the {_CCE_PLUGIN} plugin (cut_cross_entropy)")
-    return found
+def _entry_value(ds: Any, name: str) -> Any:
+    return ds.get(name) if isinstance(ds, dict) else getattr(ds, name, None)
 
 
 class UALArgs(BaseModel):
     """Uncertainty-Aware Learning settings."""
 
-    ual_uncertainty_source: UncertaintySource = Field(
-        default=UncertaintySource.field,
-        json_schema_extra={"description": "where each sample's uncertainty comes from"},
+    ual_uncertainty_source: UncertaintySource = _key(
+        UncertaintySource.field, DATA, "where each sample's uncertainty comes from"
     )
-    ual_uncertainty_field: str = Field(
-        default="uncertainty",
-        json_schema_extra={"description": "row column holding the uncertainty (source: field)"},
+    ual_uncertainty_field: str = _key(
+        "uncertainty", DATA, "row column holding the uncertainty (source: field)"
     )
-    ual_uncertainty_file: str | None = Field(
-        default=None,
-        json_schema_extra={"description": "sidecar annotations keyed by sample (source: sidecar)"},
+    ual_uncertainty_file: str | None = _key(
+        None, DATA, "sidecar annotations keyed by sample (source: sidecar)"
     )
-    ual_smoothing_min: float = Field(default=0.0, json_schema_extra={"description": "eps at u=0"})
-    ual_smoothing_max: float = Field(default=0.2, json_schema_extra={"description": "eps at u=1"})
-    ual_mapping: Mapping = Field(
-        default=Mapping.linear,
-        json_schema_extra={"description": "linear (paper) | power | rank (dataset quantile)"},
+    ual_missing_uncertainty: MissingUncertainty = _key(
+        MissingUncertainty.error, DATA, "missing/null uncertainty: error, or use the default"
     )
-    ual_mapping_power: float = Field(
-        default=1.0, gt=0, json_schema_extra={"description": "gamma of the power mapping"}
+    ual_default_uncertainty: float = _key(
+        0.5, DATA, "u for rows without one (ual_missing_uncertainty: default)", ge=0.0, le=1.0
     )
-    ual_missing_uncertainty: MissingUncertainty = Field(
-        default=MissingUncertainty.error,
-        json_schema_extra={"description": "missing/null uncertainty: error, or use the default"},
+    ual_smoothing_min: float = _key(0.0, TRAINING, "eps at u=0")
+    ual_smoothing_max: float = _key(0.2, TRAINING, "eps at u=1")
+    ual_mapping: EpsilonMapping = _key(
+        EpsilonMapping.linear, TRAINING, "linear (paper) | power | rank (dataset quantile)"
     )
-    ual_default_uncertainty: float = Field(default=0.5, ge=0.0, le=1.0)
-    ual_fused_loss: bool = Field(
-        default=True,
-        json_schema_extra={"description": "compute the loss from hidden states, chunk by chunk"},
+    ual_mapping_power: float = _key(1.0, TRAINING, "gamma of the power mapping", gt=0)
+    ual_fused_loss: bool = _key(
+        True, TRAINING, "compute the loss from hidden states, chunk by chunk"
     )
-    ual_loss_chunk_size: int | None = Field(
-        default=None,
-        gt=0,
-        json_schema_extra={"description": "tokens per logits chunk of the fused loss"},
+    ual_loss_chunk_size: int | None = _key(
+        None, TRAINING, "tokens per logits chunk of the fused loss", gt=0
     )
-    ual_eval_buckets: list[float] = Field(
-        default_factory=lambda: [1 / 3, 2 / 3],
-        json_schema_extra={"description": "uncertainty cut points for the bucketed eval metrics"},
+    ual_eval_buckets: list[float] = _key(
+        lambda: [1 / 3, 2 / 3], TRAINING, "uncertainty cut points for the bucketed eval metrics"
     )
 
     @field_validator("ual_eval_buckets")
@@ -155,47 +144,114 @@ class UALArgs(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _check_datasets_match_plugin(cls, data: Any) -> Any:
-        # Runs on axolotl's merged schema, so `data` is the whole config.
-        if not isinstance(data, dict) or "datasets" not in data:
+    def _check_whole_config(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
             return data
-        types = _dataset_types(data.get("datasets")) + _dataset_types(data.get("test_datasets"))
-        if PLUGIN_PATH in (data.get("plugins") or []) and not any(map(is_ual_dataset_type, types)):
-            raise ValueError(
-                f"the {PLUGIN_PATH} plugin is enabled but no dataset uses a UAL type, so no sample "
-                f"carries an uncertainty: set `type:` of your datasets to one of {UAL_DATASET_TYPES} "
-                f"(found types {types}), or remove the plugin"
-            )
-        conflicts = _conflicting_loss_keys(data)
-        if conflicts:
-            raise ValueError(
-                "UAL computes the training loss itself (label smoothing per sample, fused with "
-                "the output layer so the full logits are never built), so these settings would "
-                f"replace it or add a second one: {', '.join(conflicts)}. Remove them: UAL's fused "
-                "loss already saves the logits' memory (ual_fused_loss), and "
-                "ual_uncertainty_source: constant gives plain label smoothing"
-            )
+        check_unknown_keys(data)
+        if "datasets" in data:  # axolotl's merged schema: `data` is the whole config
+            _check_datasets(data)
+            _check_single_loss(data)
         return data
 
 
-@dataclass
-class UALTrainingArgsMixin:
-    """What `UALTrainer` reads from `TrainingArguments`."""
+def check_unknown_keys(data: dict) -> None:
+    """A misspelt `ual_*` key would otherwise be dropped by axolotl's schema without a word."""
+    unknown = [
+        key for key in data if key.startswith(KEY_PREFIX) and key not in UALArgs.model_fields
+    ]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, UALArgs.model_fields, n=1, cutoff=0.6)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    raise UsageError(
+        f"unknown UAL key(s): {', '.join(hints)}. The keys this version of axolotl-ual knows are "
+        f"{', '.join(UALArgs.model_fields)}"
+    )
 
-    ual_uncertainty_source: str = "field"
-    ual_smoothing_min: float = 0.0
-    ual_smoothing_max: float = 0.2
-    ual_mapping: str = "linear"
-    ual_mapping_power: float = 1.0
-    ual_fused_loss: bool = True
-    ual_loss_chunk_size: int | None = None
-    ual_eval_buckets: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
+
+def _check_datasets(data: dict) -> None:
+    if PLUGIN_PATH not in (data.get("plugins") or []):
+        return
+    entries = _dataset_entries(data)
+    plain = [
+        (where, ds) for where, ds in entries if not is_ual_dataset_type(_entry_value(ds, "type"))
+    ]
+    if plain and len(plain) == len(entries):
+        types = [_entry_value(ds, "type") for _, ds in entries]
+        raise UsageError(
+            f"the {PLUGIN_PATH} plugin is enabled but no dataset uses a UAL type, so no sample "
+            f"carries an uncertainty: set `type:` of your datasets to one of {UAL_DATASET_TYPES} "
+            f"(found types {types}), or remove the plugin"
+        )
+    if plain:
+        named = "; ".join(
+            f"{where} (path {_entry_value(ds, 'path')!r}, type {_entry_value(ds, 'type')!r})"
+            for where, ds in plain
+        )
+        raise UsageError(
+            f"with the {PLUGIN_PATH} plugin every dataset needs a UAL type, so that each sample "
+            f"has an uncertainty; these do not: {named}. Use axolotl_ual.chat_template / "
+            "axolotl_ual.alpaca for them (with ual_uncertainty_source: constant, or "
+            "ual_missing_uncertainty: default, if they have no scores)"
+        )
+
+
+def _check_single_loss(data: dict) -> None:
+    found = [f"{key}: {data[key]}" for key in LOSS_REPLACING_KEYS if data.get(key)]
+    if cut_cross_entropy_enabled(data):
+        found.append(f"the {CCE_PLUGIN} plugin (cut_cross_entropy)")
+    if found:
+        raise UsageError(
+            "UAL computes the training loss itself (label smoothing per sample, fused with "
+            "the output layer so the full logits are never built), so these settings would "
+            f"replace it or add a second one: {', '.join(found)}. Remove them: UAL's fused "
+            "loss already saves the logits' memory (ual_fused_loss), and "
+            "ual_uncertainty_source: constant gives plain label smoothing"
+        )
+
+
+def _keys_of_stage(stage: str) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name, info in UALArgs.model_fields.items()
+        if (info.json_schema_extra or {}).get("stage") == stage
+    )
+
+
+DATA_KEYS = _keys_of_stage(DATA)
+TRAINING_KEYS = (*_keys_of_stage(TRAINING), "ual_uncertainty_source")  # "constant" maps too
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _mixin_field(name: str):
+    info = UALArgs.model_fields[name]
+    if info.default_factory is not None:
+        return name, Any, field(default_factory=info.default_factory)
+    return name, Any, field(default=_plain(info.default))
+
+
+# What `UALTrainer` reads from `TrainingArguments` (axolotl adds it to its training-args class).
+UALTrainingArgsMixin = make_dataclass(
+    "UALTrainingArgsMixin",
+    [_mixin_field(name) for name in TRAINING_KEYS],
+)
+UALTrainingArgsMixin.__module__ = __name__
+UALTrainingArgsMixin.__doc__ = "The training-stage `ual_*` keys, with `UALArgs`'s defaults."
 
 
 def training_args_from_cfg(cfg: Any) -> dict[str, Any]:
-    """The `UALTrainingArgsMixin` values of a validated axolotl config."""
-
-    def plain(value):
-        return value.value if isinstance(value, Enum) else value
-
-    return {name: plain(cfg.get(name)) for name in UALTrainingArgsMixin.__dataclass_fields__}
+    """The `UALTrainingArgsMixin` values of a validated axolotl config (enums as plain values)."""
+    values = {}
+    for name in TRAINING_KEYS:
+        value = cfg.get(name)
+        values[name] = _plain(
+            UALArgs.model_fields[name].get_default(call_default_factory=True)
+            if value is None
+            else value
+        )
+    return values

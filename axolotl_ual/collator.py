@@ -9,36 +9,11 @@ it is never read, because padded labels are ignored.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from axolotl.monkeypatch.multipack import SUPPORTED_MULTIPACK_MODEL_TYPES
-from axolotl.utils.collators import (
-    BatchSamplerDataCollatorForSeq2Seq,
-    DataCollatorForSeq2Seq,
-    V2BatchSamplerDataCollatorForSeq2Seq,
-)
-from transformers import DataCollatorWithFlattening
+from axolotl.utils.collators import DataCollatorForSeq2Seq
 
+from .compat import collator_layout
 from .dataset_strategy import UNCERTAINTY_COLUMN
-
-_PACKING_COLLATORS = (BatchSamplerDataCollatorForSeq2Seq, V2BatchSamplerDataCollatorForSeq2Seq)
-
-
-def axolotl_collator_cls(cfg: Any, is_eval: bool) -> type:
-    """The collator class axolotl's builder picks for this config (see its `build_collator`)."""
-    packing = cfg.eval_sample_packing if is_eval else cfg.sample_packing
-    if packing:
-        if (
-            cfg.attn_implementation == "flex_attention"
-            or cfg.model_config_type in SUPPORTED_MULTIPACK_MODEL_TYPES
-            or (cfg.model_config_type == "llama" and cfg.attn_implementation != "flash_attention_2")
-        ):
-            return V2BatchSamplerDataCollatorForSeq2Seq
-        return BatchSamplerDataCollatorForSeq2Seq
-    if cfg.batch_flattening:
-        return DataCollatorWithFlattening
-    return DataCollatorForSeq2Seq
 
 
 class UALDataCollator:
@@ -46,11 +21,8 @@ class UALDataCollator:
 
     def __init__(self, tokenizer, *, base_collator_cls: type = DataCollatorForSeq2Seq, **kwargs):
         self.padding_side = tokenizer.padding_side
-        self.layout = "rows"
-        if issubclass(base_collator_cls, _PACKING_COLLATORS):
-            self.layout = "packs"
-        elif issubclass(base_collator_cls, DataCollatorWithFlattening):
-            self.layout = "flat"
+        self.layout = collator_layout(base_collator_cls)
+        if self.layout == "flat":
             for unsupported in ("padding", "pad_to_multiple_of"):
                 kwargs.pop(unsupported, None)
             self.base = base_collator_cls(**kwargs)

@@ -1,7 +1,11 @@
-"""Differences between the axolotl versions we support, and workarounds for their gaps.
+"""Every place axolotl-ual depends on axolotl's or Hugging Face's internals, with the versions it
+is known for, and the workarounds for their gaps.
 
-Everything version- or environment-specific that the plugin needs lives here, so the rest of
-the code reads as if there were one axolotl.
+Known for axolotl 0.19 (transformers 5.16) and 0.21 (transformers 5.20), the two versions CI
+tests. A new axolotl version is supported by checking each function here against it (the
+README's "Contributing" section lists what to run). The rest of the package reads as if there
+were one axolotl. axolotl is imported inside the functions that need it, so `args.py` (and with
+it `axolotl-ual inspect`) works without it.
 """
 
 from __future__ import annotations
@@ -9,10 +13,138 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
+# --- config keys ----------------------------------------------------------------------------
+
+# Settings that replace or add a training loss, so they cannot be combined with UAL's.
+# axolotl 0.19-0.21 schema keys (`label_smoothing_factor` is HF's, which axolotl drops).
+LOSS_REPLACING_KEYS = (
+    "label_smoothing_factor",
+    "liger_fused_linear_cross_entropy",
+    "liger_cross_entropy",
+    "chunked_cross_entropy",
+    "use_eaft",
+)
+CCE_PLUGIN = "cut_cross_entropy.CutCrossEntropyPlugin"
+# Trainers UAL does not replace (0.19-0.21): preference / reward-model training.
+NON_SFT_KEYS = ("rl", "reward_model", "process_reward_model")
+
+
+def cut_cross_entropy_enabled(cfg: dict) -> bool:
+    """axolotl's CCE plugin is listed and not switched off (`cut_cross_entropy` defaults on)."""
+    listed = any(str(p).endswith(CCE_PLUGIN) for p in cfg.get("plugins") or [])
+    return listed and cfg.get("cut_cross_entropy", True) is not False
+
+
+def non_sft_setting(cfg: Any) -> str | None:
+    """The first key that asks for a non-SFT trainer, as `key: value`, or None."""
+    return next((f"{key}: {cfg.get(key)}" for key in NON_SFT_KEYS if cfg.get(key)), None)
+
+
+# --- dataset strategies ---------------------------------------------------------------------
+
+
+def strategy_init_args(inner) -> tuple:
+    """The constructor arguments of axolotl's `PromptTokenizingStrategy` (0.19-0.21), read from
+    a built strategy, so a wrapper can be one too."""
+    return inner.prompter, inner.tokenizer, inner.train_on_inputs, inner.sequence_len
+
+
+def wrap_dataset_for_tokenized_prompt(strategy, dataset, **kwargs):
+    """axolotl's `wrap_dataset_for_tokenized_prompt` (maps `strategy` over `dataset`).
+
+    In axolotl 0.21 `axolotl.datasets` and `axolotl.utils.data` import each other; importing
+    `axolotl.datasets` first fails half-way, so enter through `axolotl.utils.data` as axolotl does.
+    """
+    import axolotl.utils.data  # noqa: F401
+    from axolotl.datasets import wrap_dataset_for_tokenized_prompt as wrap
+
+    return wrap(strategy, dataset, **kwargs)
+
+
+# --- collators ------------------------------------------------------------------------------
+
+
+def axolotl_collator_cls(cfg: Any, is_eval: bool) -> type:
+    """The collator class axolotl's causal builder picks for this config.
+
+    A copy of the choice in `HFCausalTrainerBuilder.build_collator` (0.19-0.21), which a plugin
+    cannot ask for: UAL wraps that class instead of replacing it.
+    """
+    from axolotl.monkeypatch.multipack import SUPPORTED_MULTIPACK_MODEL_TYPES
+    from axolotl.utils.collators import (
+        BatchSamplerDataCollatorForSeq2Seq,
+        DataCollatorForSeq2Seq,
+        V2BatchSamplerDataCollatorForSeq2Seq,
+    )
+    from transformers import DataCollatorWithFlattening
+
+    packing = cfg.eval_sample_packing if is_eval else cfg.sample_packing
+    if packing:
+        if (
+            cfg.attn_implementation == "flex_attention"
+            or cfg.model_config_type in SUPPORTED_MULTIPACK_MODEL_TYPES
+            or (cfg.model_config_type == "llama" and cfg.attn_implementation != "flash_attention_2")
+        ):
+            return V2BatchSamplerDataCollatorForSeq2Seq
+        return BatchSamplerDataCollatorForSeq2Seq
+    if cfg.batch_flattening:
+        return DataCollatorWithFlattening
+    return DataCollatorForSeq2Seq
+
+
+def collator_layout(collator_cls: type) -> str:
+    """How a collator class lays samples out: "packs" (axolotl's multipack collators, a list of
+    samples per row), "flat" (HF's flattening collator, one row) or "rows" (one per sample)."""
+    from axolotl.utils.collators import (
+        BatchSamplerDataCollatorForSeq2Seq,
+        V2BatchSamplerDataCollatorForSeq2Seq,
+    )
+    from transformers import DataCollatorWithFlattening
+
+    if issubclass(
+        collator_cls, (BatchSamplerDataCollatorForSeq2Seq, V2BatchSamplerDataCollatorForSeq2Seq)
+    ):
+        return "packs"
+    if issubclass(collator_cls, DataCollatorWithFlattening):
+        return "flat"
+    return "rows"
+
+
+# --- trainer --------------------------------------------------------------------------------
+
+
+def keep_batch_columns(trainer, columns) -> None:
+    """Stop HF's Trainer from dropping `columns` as unknown to the model's forward.
+
+    transformers 5.16-5.20: `_remove_unused_columns` keeps `trainer._signature_columns`, filled
+    by `_set_signature_columns_if_needed` (call this right after it).
+    """
+    signature = getattr(trainer, "_signature_columns", None)
+    if signature is not None:
+        signature.extend(name for name in columns if name not in signature)
+
+
+# --- offline runs ---------------------------------------------------------------------------
+
+
+def _truthy_env(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def telemetry_would_hang_offline() -> bool:
+    """axolotl's telemetry (PostHog, on unless AXOLOTL_DO_NOT_TRACK or DO_NOT_TRACK is truthy,
+    0.19-0.21) waits forever at exit without internet; say so where the run says it is offline."""
+    tracked = not (_truthy_env("AXOLOTL_DO_NOT_TRACK") or _truthy_env("DO_NOT_TRACK"))
+    offline = any(_truthy_env(n) for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return tracked and offline
+
+
+# --- distributed runs without accelerators --------------------------------------------------
 
 
 def _cpu_only_multi_process() -> bool:
+    import torch
+
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -39,6 +171,10 @@ def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
     which transformers reads as an accelerator index and fails on with "Cannot access
     accelerator device when none is available". On a CPU-only machine (data parallelism over
     gloo, as in our tests) each rank belongs on the CPU. Returns whether it changed the config.
+
+    Must run after axolotl normalizes the config (which sets the device map) and before its
+    model loader reads it, which happens before the `pre_model_load` hook: `load_datasets` is
+    the last hook in between.
     """
     if not _cpu_only_multi_process():
         return False
@@ -51,15 +187,3 @@ def place_cpu_ranks_on_cpu(cfg: Any) -> bool:
         cfg["device_map"] = {"": "cpu"}
         return True
     return False
-
-
-def wrap_dataset_for_tokenized_prompt(strategy, dataset, **kwargs):
-    """axolotl's `wrap_dataset_for_tokenized_prompt` (maps `strategy` over `dataset`).
-
-    In axolotl 0.21 `axolotl.datasets` and `axolotl.utils.data` import each other; importing
-    `axolotl.datasets` first fails half-way, so enter through `axolotl.utils.data` as axolotl does.
-    """
-    import axolotl.utils.data  # noqa: F401
-    from axolotl.datasets import wrap_dataset_for_tokenized_prompt as wrap
-
-    return wrap(strategy, dataset, **kwargs)

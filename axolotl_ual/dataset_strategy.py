@@ -15,12 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy, PromptTokenizingStrategy
+from axolotl.utils.logging import get_logger
 from datasets import Dataset
 
 from .args import PLUGIN_PATH
-from .compat import wrap_dataset_for_tokenized_prompt
+from .compat import strategy_init_args, wrap_dataset_for_tokenized_prompt
 from .uncertainty import UncertaintySettings, resolve_uncertainties
 
+LOG = get_logger(__name__)
 UNCERTAINTY_COLUMN = "ual_uncertainty"
 _RAW_COLUMN = "__ual_row_uncertainty"
 
@@ -44,7 +46,7 @@ class UncertaintyTokenizingStrategy(PromptTokenizingStrategy):
     """Delegates tokenization to axolotl's strategy and appends `ual_uncertainty`."""
 
     def __init__(self, inner: PromptTokenizingStrategy):
-        super().__init__(inner.prompter, inner.tokenizer, inner.train_on_inputs, inner.sequence_len)
+        super().__init__(*strategy_init_args(inner))
         self.inner = inner
         self.filter_rows = inner.filter_rows
 
@@ -96,13 +98,17 @@ class UALDatasetStrategy(DatasetWrappingStrategy):
                 "every row's uncertainty can be checked before training; streaming is not "
                 "supported (remove `streaming: true`)"
             )
-        values = resolve_uncertainties(
+        resolved = resolve_uncertainties(
             dataset,
             self.settings,
             dataset_name=self.dataset_name,
             content_fields=self.content_fields,
         )
-        with_column = dataset.add_column(_RAW_COLUMN, values)
+        report = resolved.default_report(self.dataset_name, self.settings.default)
+        if report:
+            message, loud = report
+            (LOG.warning if loud else LOG.info)(f"UAL: {message}")
+        with_column = dataset.add_column(_RAW_COLUMN, resolved.values)
         return wrap_dataset_for_tokenized_prompt(
             UncertaintyTokenizingStrategy(self.inner),
             with_column,

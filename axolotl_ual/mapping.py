@@ -17,11 +17,37 @@ Pure torch: no axolotl imports, usable on its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 MAPPINGS = ("linear", "power", "rank", "constant")
+
+
+def epsilon_mapping(
+    settings: Any, reference: Callable[[], Sequence[float] | torch.Tensor] | None = None
+) -> UncertaintyToEpsilon:
+    """The mapping set by the `ual_*` attributes of `settings` (`UALArgs`, the validated config
+    or the trainer's `TrainingArguments`: they share the key names).
+
+    `ual_uncertainty_source: constant` is plain label smoothing at `ual_smoothing_max`. The
+    rank mapping calls `reference()` for the training samples' uncertainties.
+    """
+    source = str(settings.ual_uncertainty_source)
+    kind = "constant" if source == "constant" else str(settings.ual_mapping)
+    values = None
+    if kind == "rank":
+        if reference is None:
+            raise ValueError("the rank mapping needs the training samples' uncertainties")
+        values = reference()
+    return UncertaintyToEpsilon(
+        kind,
+        settings.ual_smoothing_min,
+        settings.ual_smoothing_max,
+        power=settings.ual_mapping_power,
+        reference=values,
+    )
 
 
 class UncertaintyToEpsilon:

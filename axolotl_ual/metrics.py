@@ -65,7 +65,9 @@ class EvalBuckets:
     @torch.no_grad()
     def add(self, uncertainty: torch.Tensor, stats: TokenStatistics) -> None:
         n_buckets = len(self.names)
-        bucket = torch.bucketize(uncertainty.float(), self.edges.to(uncertainty.device), right=True)
+        # contiguous: the trainer passes a shifted view, which torch.bucketize warns about
+        ordered = uncertainty.float().contiguous()
+        bucket = torch.bucketize(ordered, self.edges.to(uncertainty.device), right=True)
         bucket = bucket.masked_fill(torch.isnan(uncertainty), n_buckets)
         values = torch.stack(
             [

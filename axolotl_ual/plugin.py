@@ -10,8 +10,15 @@ from __future__ import annotations
 from axolotl.integrations.base import BasePlugin
 from axolotl.utils.logging import get_logger
 
+from . import error_display
 from .args import training_args_from_cfg
-from .compat import place_cpu_ranks_on_cpu, skip_cuda_peer_check_without_gpus
+from .compat import (
+    non_sft_setting,
+    place_cpu_ranks_on_cpu,
+    skip_cuda_peer_check_without_gpus,
+    telemetry_would_hang_offline,
+)
+from .errors import UsageError
 from .prepared_data import isolate_prepared_path
 
 LOG = get_logger(__name__)
@@ -27,22 +34,29 @@ class UALPlugin(BasePlugin):
         return "axolotl_ual.args.UALTrainingArgsMixin"
 
     def register(self, cfg: dict):
+        error_display.install()
         skip_cuda_peer_check_without_gpus()
+        if telemetry_would_hang_offline():
+            LOG.warning(
+                "UAL: this run looks offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set) but "
+                "axolotl's telemetry is on: without internet it waits forever after the model is "
+                "saved. Set AXOLOTL_DO_NOT_TRACK=1."
+            )
         path = isolate_prepared_path(cfg)
         LOG.info(f"UAL: prepared datasets for these uncertainty settings live in {path}")
 
     def load_datasets(self, cfg, preprocess: bool = False):
-        # Not loading anything (axolotl does, with our dataset types): this is the last hook
-        # that sees the normalized config before the model is loaded.
+        # Loads nothing (axolotl does, with our dataset types); the device-map fix must run
+        # between config normalization and the model loader, and this is the only hook there.
         if place_cpu_ranks_on_cpu(cfg):
             LOG.info("UAL: CPU-only multi-process run, loading each rank's model on the CPU")
         return None
 
     def get_trainer_cls(self, cfg):
-        if cfg.rl or cfg.reward_model or cfg.process_reward_model:
-            raise ValueError(
-                "axolotl_ual.UALPlugin trains supervised fine-tuning only; remove `rl`, "
-                "`reward_model` or `process_reward_model`, or the plugin"
+        if setting := non_sft_setting(cfg):
+            raise UsageError(
+                f"axolotl_ual.UALPlugin trains with axolotl's supervised fine-tuning trainer; "
+                f"`{setting}` asks for another one: remove it, or the plugin"
             )
         from .trainer import UALTrainer
 
@@ -54,6 +68,7 @@ class UALPlugin(BasePlugin):
         return {**training_args_from_cfg(cfg), "average_tokens_across_devices": True}
 
     def get_collator_cls_and_kwargs(self, cfg, is_eval=False):
-        from .collator import UALDataCollator, axolotl_collator_cls
+        from .collator import UALDataCollator
+        from .compat import axolotl_collator_cls
 
         return UALDataCollator, {"base_collator_cls": axolotl_collator_cls(cfg, is_eval)}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from axolotl.core.trainers.base import AxolotlTrainer
 from axolotl.utils.logging import get_logger
 
+from .compat import keep_batch_columns
 from .dataset_strategy import UNCERTAINTY_COLUMN
 from .loss import (
     linear_cross_entropy,
@@ -34,26 +35,13 @@ from .loss import (
     smoothed_cross_entropy,
     token_statistics,
 )
-from .mapping import UncertaintyToEpsilon
+from .mapping import epsilon_mapping
 from .metrics import EvalBuckets, TrainingMeter
 from .output_head import OutputHead, UnsupportedHead, find_output_head
 
 LOG = get_logger(__name__)
 IGNORE_INDEX = -100
 _CHECK_TOKENS = 64  # tokens of the first batch used to check the fused path against the logits
-
-
-def build_epsilon_mapping(args: Any, train_dataset: Any) -> UncertaintyToEpsilon:
-    """The uncertainty -> epsilon mapping configured by the `ual_*` training arguments."""
-    kind = "constant" if args.ual_uncertainty_source == "constant" else args.ual_mapping
-    reference = sample_uncertainties(train_dataset) if kind == "rank" else None
-    return UncertaintyToEpsilon(
-        kind,
-        args.ual_smoothing_min,
-        args.ual_smoothing_max,
-        power=args.ual_mapping_power,
-        reference=reference,
-    )
 
 
 def sample_uncertainties(dataset: Any) -> torch.Tensor:
@@ -81,7 +69,9 @@ class UALTrainer(AxolotlTrainer):
                 "replaces the loss, so only one of them can be used"
             )
         self.compute_loss_func = self._ual_loss
-        self.ual_mapping = build_epsilon_mapping(self.args, self.train_dataset)
+        self.ual_mapping = epsilon_mapping(
+            self.args, reference=lambda: sample_uncertainties(self.train_dataset)
+        )
         self.ual_head: OutputHead | None = None
         self.ual_loss_path: str | None = None  # "fused" or "logits", decided on the first batch
         self._batch_uncertainty: torch.Tensor | None = None
@@ -98,11 +88,7 @@ class UALTrainer(AxolotlTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if (
-            self._signature_columns is not None
-            and UNCERTAINTY_COLUMN not in self._signature_columns
-        ):
-            self._signature_columns.append(UNCERTAINTY_COLUMN)
+        keep_batch_columns(self, [UNCERTAINTY_COLUMN])
 
     # --- loss ---------------------------------------------------------------------------
 

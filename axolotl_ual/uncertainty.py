@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .args import DATA_KEYS, MissingUncertainty, UALArgs, UncertaintySource
 from .errors import DataError
 from .rows import (
     SIDECAR_KEY,
@@ -32,28 +33,56 @@ class UncertaintyDataError(DataError):
 
 @dataclass(frozen=True)
 class UncertaintySettings:
-    """The `ual_*` keys that decide each row's uncertainty."""
+    """The `ual_*` keys that decide each row's uncertainty (defaults: `UALArgs`)."""
 
-    source: str = "field"  # field | sidecar | constant
-    field: str = "uncertainty"
-    file: str | None = None
-    missing: str = "error"  # error | default
-    default: float = 0.5
+    source: UncertaintySource
+    field: str
+    file: str | None
+    missing: MissingUncertainty
+    default: float
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> UncertaintySettings:
-        def plain(key, fallback):
-            value = cfg.get(key)
-            value = getattr(value, "value", value)  # enums from the validated config
-            return fallback if value is None else value
-
-        return cls(
-            source=plain("ual_uncertainty_source", cls.source),
-            field=plain("ual_uncertainty_field", cls.field),
-            file=cfg.get("ual_uncertainty_file"),
-            missing=plain("ual_missing_uncertainty", cls.missing),
-            default=float(plain("ual_default_uncertainty", cls.default)),
+        ual = UALArgs.model_validate(
+            {key: cfg.get(key) for key in DATA_KEYS if cfg.get(key) is not None}
         )
+        return cls(
+            source=ual.ual_uncertainty_source,
+            field=ual.ual_uncertainty_field,
+            file=ual.ual_uncertainty_file,
+            missing=ual.ual_missing_uncertainty,
+            default=ual.ual_default_uncertainty,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedUncertainties:
+    """One uncertainty per row, and how many rows had none and took `ual_default_uncertainty`."""
+
+    values: list[float]
+    defaulted: int
+    where: str  # where the values came from, for messages
+
+    def default_report(self, dataset_name: str, default: float) -> tuple[str, bool] | None:
+        """(message, loud) about rows that fell back to the default, or None if none did.
+
+        Loud when most rows did: the run then trains as (nearly) constant label smoothing.
+        """
+        if not self.defaulted:
+            return None
+        total = len(self.values)
+        share = self.defaulted / total
+        message = (
+            f"dataset {dataset_name!r}: {self.defaulted} of {total} rows ({share:.0%}) have no "
+            f"uncertainty in {self.where} and use ual_default_uncertainty={default:g}"
+        )
+        loud = share > 0.5
+        if loud:
+            message += (
+                " -- so this dataset trains with (nearly) one constant smoothing; score it with "
+                "`axolotl-ual elicit`, or check ual_uncertainty_field / the sidecar"
+            )
+        return message, loud
 
 
 def resolve_uncertainties(
@@ -62,19 +91,20 @@ def resolve_uncertainties(
     *,
     dataset_name: str,
     content_fields: tuple[str, ...],
-) -> list[float]:
+) -> ResolvedUncertainties:
     """One validated uncertainty per row of `rows` (a `datasets.Dataset`).
 
     Raises `UncertaintyDataError` listing the offending rows (0-based index and value).
     """
     n_rows = len(rows)
-    if settings.source == "constant":
+    if settings.source == UncertaintySource.constant:
         # Plain label smoothing needs no uncertainty. If the rows have one anyway, keep it for
         # the uncertainty-bucketed eval metrics; anything unusable becomes NaN (no bucket).
+        where = f"field {settings.field!r}"
         if settings.field not in rows.column_names:
-            return [math.nan] * n_rows
-        return [_lenient(value) for value in rows[settings.field]]
-    if settings.source == "sidecar":
+            return ResolvedUncertainties([math.nan] * n_rows, 0, where)
+        return ResolvedUncertainties([_lenient(v) for v in rows[settings.field]], 0, where)
+    if settings.source == UncertaintySource.sidecar:
         annotations = load_sidecar(settings.file)
         keys = _sample_keys(rows, content_fields)
         values = (annotations.get(key) for key in keys)
@@ -84,8 +114,9 @@ def resolve_uncertainties(
         values = rows[settings.field]
         where = f"field {settings.field!r}"
         missing_text = "missing (null)"
-    elif settings.missing == "default":
-        return [settings.default] * n_rows
+    elif settings.missing == MissingUncertainty.default:
+        where = f"field {settings.field!r} (the dataset has no such column)"
+        return ResolvedUncertainties([settings.default] * n_rows, n_rows, where)
     else:
         raise UncertaintyDataError(
             f"dataset {dataset_name!r} has no column {settings.field!r} "
@@ -93,9 +124,10 @@ def resolve_uncertainties(
             "`axolotl-ual elicit`, point ual_uncertainty_field at the right column, or set "
             "ual_missing_uncertainty: default"
         )
-    return _validated(
+    resolved, defaulted = _validated(
         values, settings, dataset_name=dataset_name, where=where, missing_text=missing_text
     )
+    return ResolvedUncertainties(resolved, defaulted, where)
 
 
 def _lenient(raw: Any) -> float:
@@ -108,7 +140,8 @@ def _lenient(raw: Any) -> float:
 
 def _validated(
     values: Iterable[Any], settings, *, dataset_name: str, where: str, missing_text: str
-) -> list[float]:
+) -> tuple[list[float], int]:
+    """(the values, with missing ones defaulted; how many were defaulted), or the error."""
     resolved: list[float] = []
     problems: list[tuple[int, str]] = []
     n_missing = 0
@@ -121,8 +154,8 @@ def _validated(
             continue
         if value is None:
             value = settings.default
-            if settings.missing != "default":
-                n_missing += 1
+            n_missing += 1
+            if settings.missing != MissingUncertainty.default:
                 problems.append((index, missing_text))
         resolved.append(value)
 
@@ -142,7 +175,7 @@ def _validated(
             + "."
             + hint
         )
-    return resolved
+    return resolved, n_missing
 
 
 def _sample_keys(rows: Any, content_fields: tuple[str, ...]) -> list[str]:

@@ -84,6 +84,20 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
             {"datasets": [{"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
             "no dataset uses a UAL type",
         ),
+        (  # would crash in the collator mid-training
+            {"datasets": [UAL_DATASET, {"path": str(SAMPLE_CHAT), "type": "chat_template"}]},
+            r"these do not: datasets\[1\] \(path '.*sample_chat.jsonl', type 'chat_template'\)",
+        ),
+        (
+            {"test_datasets": [{"path": str(SAMPLE_CHAT), "type": "alpaca"}], "val_set_size": 0},
+            r"test_datasets\[0\]",
+        ),
+        # misspelt or unknown keys would be dropped by axolotl's schema without a word
+        (
+            {"ual_smothing_max": 0.5},
+            "unknown UAL key.*ual_smothing_max .did you mean ual_smoothing_max",
+        ),
+        ({"ual_no_such_key": 1}, "unknown UAL key.*ual_no_such_key"),
     ],
 )
 def test_invalid_configs_name_the_key(tiny_model, overrides, message):

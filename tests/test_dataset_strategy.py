@@ -84,12 +84,13 @@ def _assert_same_plus_uncertainty(ours, theirs, uncertainties):
 
 
 def _resolve(rows, **settings):
+    """The resolved values, with `settings` as the `ual_*` keys (without the prefix)."""
     return resolve_uncertainties(
         Dataset.from_list(rows),
-        UncertaintySettings(**settings),
+        UncertaintySettings.from_cfg({f"ual_{key}": value for key, value in settings.items()}),
         dataset_name="data.jsonl",
         content_fields=content_fields(CHAT),
-    )
+    ).values
 
 
 MSG = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
@@ -111,10 +112,11 @@ def test_bad_values_name_dataset_row_and_value(value, fragment):
     assert "dataset 'data.jsonl'" in str(error.value) and fragment in str(error.value)
 
 
-def test_non_numeric_values_are_refused():
+def test_text_that_is_not_a_number_is_refused_numbers_as_text_are_read():
     rows = [{"messages": MSG, "uncertainty": "0.3"}, {"messages": MSG, "uncertainty": "high"}]
-    with pytest.raises(UncertaintyDataError, match=r"row 0: '0.3' is not a number .*row 1: 'high'"):
+    with pytest.raises(UncertaintyDataError, match=r"1 row\(s\) .*row 1: 'high' is not a number"):
         _resolve(rows)
+    assert _resolve(rows[:1]) == [0.3]
 
 
 def test_every_bad_row_is_counted_and_the_first_five_shown():
@@ -127,10 +129,10 @@ def test_every_bad_row_is_counted_and_the_first_five_shown():
 
 def test_missing_values_use_the_default_when_asked():
     rows = [{"messages": MSG, "uncertainty": 0.3}, {"messages": MSG, "uncertainty": None}]
-    assert _resolve(rows, missing="default", default=0.6) == [0.3, 0.6]
+    assert _resolve(rows, missing_uncertainty="default", default_uncertainty=0.6) == [0.3, 0.6]
     # invalid values are still errors
     with pytest.raises(UncertaintyDataError, match="outside"):
-        _resolve([*rows, {"messages": MSG, "uncertainty": 3.0}], missing="default")
+        _resolve([*rows, {"messages": MSG, "uncertainty": 3.0}], missing_uncertainty="default")
 
 
 def test_missing_column():
@@ -139,7 +141,7 @@ def test_missing_column():
         UncertaintyDataError, match=r"has no column 'uncertainty'.*columns are \['messages'\]"
     ):
         _resolve(rows)
-    assert _resolve(rows, missing="default", default=0.4) == [0.4]
+    assert _resolve(rows, missing_uncertainty="default", default_uncertainty=0.4) == [0.4]
 
 
 def test_sidecar_joins_by_content(tmp_path):
@@ -156,13 +158,16 @@ def test_sidecar_joins_by_content(tmp_path):
         )
         + "\n"
     )
-    assert _resolve(rows, source="sidecar", file=str(sidecar)) == [0.8, 0.05]
+    assert _resolve(rows, uncertainty_source="sidecar", uncertainty_file=str(sidecar)) == [
+        0.8,
+        0.05,
+    ]
 
     unknown = [*rows, {"messages": [{"role": "user", "content": "new"}], "id": 3}]
     with pytest.raises(
         UncertaintyDataError, match=r"sidecar file .*row 2: no annotation for this sample"
     ):
-        _resolve(unknown, source="sidecar", file=str(sidecar))
+        _resolve(unknown, uncertainty_source="sidecar", uncertainty_file=str(sidecar))
 
 
 def test_sidecar_conflicting_duplicates(tmp_path):
@@ -172,14 +177,14 @@ def test_sidecar_conflicting_duplicates(tmp_path):
         "".join(json.dumps({"sample_key": key, "uncertainty": u}) + "\n" for u in (0.1, 0.2))
     )
     with pytest.raises(UncertaintyDataError, match=r"line 2: sample .* appears twice"):
-        _resolve([{"messages": MSG}], source="sidecar", file=str(sidecar))
+        _resolve([{"messages": MSG}], uncertainty_source="sidecar", uncertainty_file=str(sidecar))
 
 
 def test_constant_source_keeps_usable_values_for_metrics_only():
     rows = [{"messages": MSG, "uncertainty": u} for u in (0.3, None, 1.5)]
-    got = _resolve(rows, source="constant")
+    got = _resolve(rows, uncertainty_source="constant")
     assert got[0] == 0.3 and math.isnan(got[1]) and math.isnan(got[2])
-    assert all(math.isnan(v) for v in _resolve([{"messages": MSG}], source="constant"))
+    assert all(math.isnan(v) for v in _resolve([{"messages": MSG}], uncertainty_source="constant"))
 
 
 def test_bad_rows_fail_through_axolotls_dispatch(tiny_tokenizer):
@@ -187,3 +192,23 @@ def test_bad_rows_fail_through_axolotls_dispatch(tiny_tokenizer):
     rows[3]["uncertainty"] = 7
     with pytest.raises(UncertaintyDataError, match=r"dataset 'rows.jsonl'.*row 3: 7 is outside"):
         _tokenize(tiny_tokenizer, _cfg(), "axolotl_ual.chat_template", rows)
+
+
+def test_rows_that_fall_back_to_the_default_are_counted_and_most_of_them_is_loud():
+    def report(rows, **settings):
+        resolved = resolve_uncertainties(
+            Dataset.from_list(rows),
+            UncertaintySettings.from_cfg({"ual_missing_uncertainty": "default", **settings}),
+            dataset_name="d.jsonl",
+            content_fields=content_fields(CHAT),
+        )
+        return resolved.default_report("d.jsonl", 0.5)
+
+    scored = [{"messages": MSG, "uncertainty": 0.1}] * 3
+    assert report(scored) is None
+    message, loud = report([*scored, {"messages": MSG, "uncertainty": None}])
+    assert "1 of 4 rows (25%) have no uncertainty in field 'uncertainty'" in message and not loud
+    message, loud = report([{"messages": MSG, "uncertainty": None}] * 4)
+    assert "4 of 4 rows (100%)" in message and "constant smoothing" in message and loud
+    message, loud = report([{"messages": MSG}] * 2, ual_uncertainty_field="score")
+    assert "2 of 2 rows" in message and "no such column" in message and loud

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -263,3 +265,51 @@ def test_argument_errors():
         linear_cross_entropy(hidden, weight, labels, reduction="avg")
     with pytest.raises(ValueError, match="bias"):
         linear_cross_entropy(hidden, weight, labels, bias=torch.zeros(3))
+
+
+def test_an_out_of_memory_error_does_not_switch_the_matmul_path(monkeypatch):
+    """Whether half-precision logits come out of the matmul in fp32 is a property of the device,
+    probed once; an OOM in one real call must reach the caller and change nothing for the next."""
+    impl = importlib.import_module(linear_cross_entropy.__module__)
+    monkeypatch.setattr(impl, "fp32_output_supported", lambda device, dtype: True)
+    calls = []
+    real_mm = torch.mm
+
+    def mm(a, b, *, out_dtype=None):
+        calls.append(out_dtype)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_mm(a.float(), b.float())
+
+    monkeypatch.setattr(impl.torch, "mm", mm)
+    a = torch.randn(4, 8, dtype=torch.bfloat16)
+    b = torch.randn(8, 5, dtype=torch.bfloat16)
+    with pytest.raises(torch.OutOfMemoryError):
+        impl._half_matmul_fp32(a, b)
+    assert impl._half_matmul_fp32(a, b).dtype == torch.float32
+    assert calls == [torch.float32, torch.float32]  # still the fp32-output path
+
+
+def test_the_capability_probe_tells_unsupported_from_out_of_memory(monkeypatch):
+    impl = importlib.import_module(linear_cross_entropy.__module__)
+    assert impl.fp32_output_supported("cpu", torch.bfloat16) is False  # CPU: the model's rounding
+    monkeypatch.setattr(impl.torch, "ones", lambda *a, **k: torch.zeros(2, 2))
+    for error, expected in [(TypeError("unexpected keyword 'out_dtype'"), False), (None, True)]:
+        impl.fp32_output_supported.cache_clear()
+
+        def mm(a, b, *, out_dtype=None, error=error):
+            if error:
+                raise error
+            return a
+
+        monkeypatch.setattr(impl.torch, "mm", mm)
+        assert impl.fp32_output_supported("cuda", torch.bfloat16) is expected
+    impl.fp32_output_supported.cache_clear()
+
+    def oom(a, b, *, out_dtype=None):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(impl.torch, "mm", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        impl.fp32_output_supported("cuda", torch.bfloat16)
+    impl.fp32_output_supported.cache_clear()

@@ -73,3 +73,25 @@ def test_training_meter_is_token_weighted():
 def test_bucket_names():
     assert bucket_names([0.5]) == ["low", "high"]
     assert bucket_names([0.2, 0.4, 0.8]) == ["q0", "q1", "q2", "q3"]
+
+
+def test_a_shifted_view_of_the_uncertainties_raises_no_torch_warning():
+    """The trainer passes `pad(u)[..., 1:]`, a non-contiguous view; torch warns once per process
+    about such input to bucketize, so this checks in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "from axolotl_ual.loss import TokenStatistics\n"
+        "from axolotl_ual.metrics import EvalBuckets\n"
+        "u = F.pad(torch.rand(3, 8), (0, 1))[..., 1:]\n"
+        "assert not u.is_contiguous()\n"
+        "z = torch.zeros(3, 8)\n"
+        "EvalBuckets([1 / 3, 2 / 3]).add(u, TokenStatistics(z, z, z.bool(), z == 0))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "non-contiguous" not in result.stderr

@@ -49,19 +49,15 @@ def load_ual_config(path: str | Path | None):
 
 
 def build_mapping(config, uncertainties: list[float]):
-    from ..mapping import UncertaintyToEpsilon
+    """The mapping training will use; `rank` ranks against this file's uncertainties."""
+    from ..mapping import epsilon_mapping
 
-    source = config.ual_uncertainty_source.value
-    kind = "constant" if source == "constant" else config.ual_mapping.value
-    if kind == "rank" and not uncertainties:
-        raise DataError("the rank mapping ranks the file's uncertainties, and it has none")
-    return UncertaintyToEpsilon(
-        kind,
-        config.ual_smoothing_min,
-        config.ual_smoothing_max,
-        power=config.ual_mapping_power,
-        reference=uncertainties if kind == "rank" else None,
-    )
+    def reference() -> list[float]:
+        if not uncertainties:
+            raise DataError("the rank mapping ranks the file's uncertainties, and it has none")
+        return uncertainties
+
+    return epsilon_mapping(config, reference=reference)
 
 
 def default_png_path(source: str | Path) -> Path:

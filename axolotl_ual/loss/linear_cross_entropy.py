@@ -21,6 +21,8 @@ the uniform term are taken over the capped logits inside each chunk.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._common import TokenStatistics, broadcast_epsilon, check_reduction, compute_dtype
@@ -319,9 +321,6 @@ def _mean_rows(weight: torch.Tensor, acc: torch.dtype, rows_per_step: int = 8192
     return total / weight.shape[0]
 
 
-_FP32_OUT_MATMUL: dict[str, bool] = {}
-
-
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, acc: torch.dtype):
     h = hidden.to(weight.dtype)
     logits = h @ weight.t() if weight.dtype == acc else _half_matmul_fp32(h, weight.t())
@@ -332,13 +331,29 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, acc: torch.dtype):
 
 def _half_matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 matmul with an fp32 result: exact fp32 output where the device supports it."""
-    device = a.device.type
-    if _FP32_OUT_MATMUL.get(device, device == "cuda"):
-        try:
-            return torch.mm(a, b, out_dtype=torch.float32)
-        except (RuntimeError, TypeError, NotImplementedError):
-            _FP32_OUT_MATMUL[device] = False
+    if fp32_output_supported(a.device.type, a.dtype):
+        return torch.mm(a, b, out_dtype=torch.float32)
     return (a @ b).float()
+
+
+@functools.cache
+def fp32_output_supported(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether `torch.mm(..., out_dtype=torch.float32)` runs for `dtype` inputs on CUDA.
+
+    Decided once per device type and dtype by a 2x2 probe, never from a failure of a real call:
+    an out-of-memory error there is the caller's to see, not a reason to switch paths. Other
+    devices keep the model's own rounding of the logits to the input dtype.
+    """
+    if device_type != "cuda":
+        return False
+    probe = torch.ones(2, 2, dtype=dtype, device=device_type)
+    try:
+        torch.mm(probe, probe, out_dtype=torch.float32)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, TypeError, NotImplementedError):  # an older torch or kernel
+        return False
+    return True
 
 
 @torch.no_grad()

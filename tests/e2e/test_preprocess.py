@@ -58,6 +58,9 @@ def test_bad_uncertainties_are_refused_with_dataset_row_and_value(tiny_model, tm
         "ual_missing_uncertainty: default",
     ):
         assert fragment in log, fragment
+    # our message, plainly: not at the bottom of a traceback through axolotl's data loading
+    assert "axolotl-ual: UncertaintyDataError: dataset" in log
+    assert "Traceback" not in log
     assert not list((tmp_path / "prepared").rglob("dataset_info.json"))  # nothing half-written
 
 
@@ -84,6 +87,7 @@ def test_changing_a_ual_key_reprocesses_instead_of_reusing(tiny_model, tmp_path)
     )
     result = run_axolotl("preprocess", write_config(tmp_path / "a" / "cfg2.yml", second))
     assert result.returncode == 0, result.stdout[-4000:]
+    assert "4 of 10 rows (40%) have no uncertainty in field 'judge_b'" in result.stdout
     dirs = sorted({p.parent for p in (tmp_path / "a" / "prepared").rglob("dataset_info.json")})
     assert len(dirs) == 2 and dir_a in dirs
     prepared_b, _ = load_from_disk(str(next(d for d in dirs if d != dir_a))), None

@@ -193,7 +193,9 @@ def test_the_training_side_joins_the_sidecar(tmp_path, judge_server, run_elicit)
         f"elicit {tmp_path / 'data.jsonl'} --sidecar {tmp_path / 'side.jsonl'} --base-url {server.base_url} --model judge"
     )
     assert code == 0, stderr
-    settings = UncertaintySettings(source="sidecar", file=str(tmp_path / "side.jsonl"))
+    settings = UncertaintySettings.from_cfg(
+        {"ual_uncertainty_source": "sidecar", "ual_uncertainty_file": str(tmp_path / "side.jsonl")}
+    )
     from_parquet = datasets.load_dataset(
         "parquet", data_files=str(tmp_path / "data.parquet"), split="train"
     )
@@ -204,5 +206,5 @@ def test_the_training_side_joins_the_sidecar(tmp_path, judge_server, run_elicit)
     for loaded in (from_json, from_parquet):
         values = resolve_uncertainties(
             loaded, settings, dataset_name="data", content_fields=("messages",)
-        )
+        ).values
         assert values == pytest.approx([expected_u(i) for i in range(6)])
