@@ -313,3 +313,109 @@ def test_the_capability_probe_tells_unsupported_from_out_of_memory(monkeypatch):
     with pytest.raises(torch.OutOfMemoryError):
         impl.fp32_output_supported("cuda", torch.bfloat16)
     impl.fp32_output_supported.cache_clear()
+
+
+# --- objectives in per-token NLL and uniform CE (`TokenTerms`) ---------------------------------
+
+
+def _log_softmax_reference(hidden, weight, bias, softcap):
+    """Per-token log-probabilities from the materialized logits, float64 (independent form)."""
+    logits = hidden @ weight.t() + bias
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def _sequence_objective(segments, ref_logp, positive):
+    """A non-linear objective over sequences (segments of tokens), like point-wise DPO: per
+    sequence i, Delta_i = mean over its tokens of (log p - ref), and the loss is
+    -log sigmoid(+-0.5 * Delta_i - 0.1) (sign by the sequence's label)."""
+
+    def extra(nll, uniform):
+        logp = -nll
+        losses = []
+        for i in range(int(segments.max()) + 1):
+            tokens = segments == i
+            delta = (logp[tokens] - ref_logp[tokens]).mean()
+            sign = 1.0 if positive[i] else -1.0
+            losses.append(-F.logsigmoid(sign * 0.5 * delta - 0.1) + 0.05 * uniform[tokens].mean())
+        return torch.stack(losses).sum()
+
+    return extra
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0], ids=["plain", "softcap"])
+@pytest.mark.parametrize("chunk_size", [1, 4, None], ids=["chunk1", "chunk4", "default"])
+def test_linear_and_non_linear_terms_match_a_float64_reference(softcap, chunk_size):
+    from axolotl_ual.loss import TokenTerms, linear_token_loss, token_loss_from_logits
+
+    hidden, weight, bias, labels, eps = _inputs(shape=(2, 9), d=12, vocab=23, seed=3)
+    trained = labels != IGNORE
+    segments = torch.tensor([[0] * 4 + [1] * 5, [2] * 9]).masked_fill(~trained, -1)
+    ref_logp = -torch.rand(labels.shape, dtype=torch.float64)
+    weights = torch.rand(labels.shape, dtype=torch.float64) * trained  # some tokens get weight 0
+    weights[0, 5] = 0.0
+    extra = _sequence_objective(segments, ref_logp, positive=[True, False, False])
+    terms = TokenTerms(weights * (1 - eps), weights * eps, extra)
+
+    def reference(h, w, b):
+        log_probs = _log_softmax_reference(h, w, b, softcap)
+        safe = labels.masked_fill(~trained, 0)
+        nll = (-log_probs.gather(-1, safe[..., None]).squeeze(-1)).masked_fill(~trained, 0)
+        uniform = (-log_probs.mean(-1)).masked_fill(~trained, 0)
+        return (weights * ((1 - eps) * nll + eps * uniform)).sum() + extra(nll, uniform)
+
+    ref, ref_grads = _grads(reference, [hidden, weight, bias], 1.3)
+    fused, fused_grads = _grads(
+        lambda h, w, b: (
+            linear_token_loss(
+                h, w, labels, terms, bias=b, softcap=softcap, chunk_size=chunk_size
+            ).loss
+        ),
+        [hidden, weight, bias],
+        1.3,
+    )
+    logits_form, logits_grads = _grads(
+        lambda h, w, b: (
+            token_loss_from_logits(
+                (lambda z: softcap * torch.tanh(z / softcap) if softcap else z)(h @ w.t() + b),
+                labels,
+                terms,
+            ).loss
+        ),
+        [hidden, weight, bias],
+        1.3,
+    )
+    for value, grads in ((fused, fused_grads), (logits_form, logits_grads)):
+        torch.testing.assert_close(value, ref, rtol=1e-10, atol=1e-12)
+        for mine, theirs in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-11)
+
+
+def test_token_loss_reports_the_statistics_it_used():
+    from axolotl_ual.loss import TokenTerms, linear_token_loss
+
+    hidden, weight, bias, labels, eps = _inputs(shape=(2, 6), d=8, vocab=11, seed=5)
+    trained = labels != IGNORE
+    result = linear_token_loss(hidden, weight, labels, TokenTerms.smoothed(eps, trained), bias=bias)
+    log_probs = _log_softmax_reference(hidden, weight, bias, None)
+    nll = -log_probs.gather(-1, labels.masked_fill(~trained, 0)[..., None]).squeeze(-1)
+    torch.testing.assert_close(result.nll, nll.masked_fill(~trained, 0))
+    torch.testing.assert_close(result.uniform, (-log_probs.mean(-1)).masked_fill(~trained, 0))
+    assert not result.nll.requires_grad
+
+
+def test_tokens_no_term_uses_cost_no_logits(monkeypatch):
+    """Weight-0 tokens (instruction tokens at ual_instruction_weight: 0) are skipped entirely."""
+    from axolotl_ual.loss import TokenTerms, linear_token_loss
+
+    impl = importlib.import_module(linear_cross_entropy.__module__)
+
+    hidden, weight, _, labels, eps = _inputs(shape=(1, 10), d=8, vocab=11, ignore_every=0)
+    weights = torch.zeros(labels.shape, dtype=torch.float64)
+    weights[0, :3] = 1.0
+    seen = []
+    real = impl._logits
+    monkeypatch.setattr(impl, "_logits", lambda h, *a: seen.append(h.shape[0]) or real(h, *a))
+    linear_token_loss(hidden, weight, labels, TokenTerms.smoothed(eps, weights), chunk_size=100)
+    assert seen == [3]

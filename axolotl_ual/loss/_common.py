@@ -1,7 +1,8 @@
-"""Argument handling shared by the two loss forms."""
+"""What the two loss forms (fused, from logits) share: arguments, objectives, statistics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,3 +61,57 @@ class TokenStatistics:
         return TokenStatistics(
             *(t.reshape(shape) for t in (self.nll, self.uniform_ce, self.correct, self.valid))
         )
+
+
+@dataclass
+class TokenTerms:
+    """An objective written in each token's NLL and uniform cross entropy:
+
+        loss = sum_t nll_weight_t * nll_t + uniform_weight_t * uniform_t + extra(nll, uniform)
+
+    `nll_weight` / `uniform_weight` are constants shaped like the labels (None: all zero); the
+    label-smoothed CE of token t with weight w and smoothing eps is the pair (w(1 - eps), w eps).
+    `extra` is a differentiable function of the two per-token tensors (shaped like the labels,
+    0 at ignored tokens) for what is not linear in them, e.g. a sigmoid of a sequence's mean
+    log-probability; None when there is nothing else.
+    """
+
+    nll_weight: torch.Tensor | None = None
+    uniform_weight: torch.Tensor | None = None
+    extra: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def smoothed(
+        cls, epsilon: torch.Tensor, weight: torch.Tensor, scale: float = 1.0
+    ) -> TokenTerms:
+        """Label-smoothed cross entropy per token, times `weight` (0 drops a token) and `scale`."""
+        w = weight.to(epsilon.dtype) * scale
+        return cls(nll_weight=w * (1.0 - epsilon), uniform_weight=w * epsilon)
+
+    def flat_weights(self, shape, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        def flat(t):
+            if t is None:
+                return torch.zeros(shape, device=device, dtype=dtype).reshape(-1)
+            return t.to(device=device, dtype=dtype).expand(shape).reshape(-1)
+
+        return flat(self.nll_weight), flat(self.uniform_weight)
+
+    def value(self, nll: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """The loss from given per-token statistics (differentiable in them)."""
+        total = nll.new_zeros(())
+        if self.nll_weight is not None:
+            total = total + (self.nll_weight.to(nll.dtype) * nll).sum()
+        if self.uniform_weight is not None:
+            total = total + (self.uniform_weight.to(nll.dtype) * uniform).sum()
+        if self.extra is not None:
+            total = total + self.extra(nll, uniform)
+        return total
+
+
+@dataclass
+class TokenLoss:
+    """A loss and the per-token statistics it came from (detached, shaped like the labels)."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+    uniform: torch.Tensor

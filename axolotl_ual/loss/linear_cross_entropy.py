@@ -17,6 +17,14 @@ and mean(z) = h . mean_rows(W) + mean(b) is linear in h, so both the mean and th
 `eps / V` part of the gradient are rank-one terms computed in O(d) per token instead of
 O(V). Final-logit softcapping (z -> c * tanh(z / c)) breaks that linearity; there the mean and
 the uniform term are taken over the capped logits inside each chunk.
+
+Every objective the trainer hosts (label smoothing per sample, instruction tokens with their own
+weight, point-wise preference terms) is a function of two per-token quantities, the NLL
+`lse - z_y` and the uniform cross entropy `lse - mean(z)` (`TokenTerms`). `linear_token_loss`
+evaluates any such objective in one chunked pass: the part linear in them with per-token
+coefficients gets its gradients chunk by chunk during that pass; a non-linear rest (a
+per-sequence sigmoid, say) is evaluated on the per-token values afterwards, and its gradient
+coefficients drive a second pass over the tokens it touches only.
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ import functools
 
 import torch
 
-from ._common import TokenStatistics, broadcast_epsilon, check_reduction, compute_dtype
+from ._common import (
+    TokenLoss,
+    TokenStatistics,
+    TokenTerms,
+    broadcast_epsilon,
+    check_reduction,
+    compute_dtype,
+)
 
 # Bytes of fp32 logits held per chunk by default: large enough for efficient matmuls, small
 # next to the rest of a training step (512 tokens at V=128k).
@@ -83,23 +98,78 @@ def linear_cross_entropy(
     recomputes each chunk's logits.
     """
     check_reduction(reduction)
-    flat_hidden, flat_labels, valid, spec = _flatten(
-        hidden, weight, labels, bias, ignore_index, softcap, chunk_size
-    )
-    eps = broadcast_epsilon(epsilon, labels).reshape(-1)
-
+    eps = broadcast_epsilon(epsilon, labels)
     if reduction == "none":
-        per_valid = _PerTokenLoss.apply(flat_hidden, weight, bias, flat_labels, eps, valid, spec)
+        flat_hidden, flat_labels, valid, spec = _flatten(
+            hidden, weight, labels, bias, ignore_index, softcap, chunk_size
+        )
+        per_valid = _PerTokenLoss.apply(
+            flat_hidden, weight, bias, flat_labels, eps.reshape(-1), valid, spec
+        )
         per_token = per_valid.new_zeros(flat_labels.shape).index_put((valid,), per_valid)
         return per_token.reshape(labels.shape)
 
-    scale = 1.0 / max(valid.numel(), 1) if reduction == "mean" else 1.0
+    trained = labels != ignore_index
+    scale = 1.0 / max(int(trained.sum()), 1) if reduction == "mean" else 1.0
+    terms = TokenTerms.smoothed(eps, trained, scale)
+    return linear_token_loss(
+        hidden,
+        weight,
+        labels,
+        terms,
+        bias=bias,
+        ignore_index=ignore_index,
+        softcap=softcap,
+        chunk_size=chunk_size,
+    ).loss
+
+
+def linear_token_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    terms: TokenTerms,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+) -> TokenLoss:
+    """The objective `terms` of the logits `hidden @ weight.T + bias`, without full logits.
+
+    With `nll_t = lse_t - z_t[y_t]` and `uniform_t = lse_t - mean(z_t)` over the tokens whose
+    label is not `ignore_index`, the loss is
+
+        sum_t terms.nll_weight_t * nll_t + terms.uniform_weight_t * uniform_t
+        + terms.extra(nll, uniform)
+
+    Value and gradients (hidden, weight, bias) equal those of `token_loss_from_logits` on the
+    materialized logits. Returns the loss and the per-token `nll` / `uniform` (detached, shaped
+    like `labels`, 0 at ignored tokens and at tokens no term uses) for metrics.
+    """
+    flat_hidden, flat_labels, valid, spec = _flatten(
+        hidden, weight, labels, bias, ignore_index, softcap, chunk_size
+    )
+    coefficients = terms.flat_weights(labels.shape, hidden.device, spec.acc)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias)
     )
-    return _ReducedLoss.apply(
-        flat_hidden, weight, bias, flat_labels, eps, valid, spec, scale, needs_grad
+    stats: list[torch.Tensor] = []
+    loss = _TermsLoss.apply(
+        flat_hidden,
+        weight,
+        bias,
+        flat_labels,
+        valid,
+        spec,
+        coefficients,
+        terms.extra,
+        labels.shape,
+        needs_grad,
+        stats,
     )
+    nll, uniform = (t.reshape(labels.shape) for t in stats)
+    return TokenLoss(loss, nll, uniform)
 
 
 def _flatten(hidden, weight, labels, bias, ignore_index, softcap, chunk_size):
@@ -149,36 +219,83 @@ class _Spec:
         return mean if self.mean_bias is None else mean + self.mean_bias
 
 
-class _ReducedLoss(torch.autograd.Function):
-    """Sum (times `scale`) of per-token losses; gradients computed in the forward pass."""
+class _TermsLoss(torch.autograd.Function):
+    """`TokenTerms` of the chunked logits; every gradient is computed in the forward pass."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, eps, valid, spec, scale, needs_grad):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        bias,
+        labels,
+        valid,
+        spec,
+        coefficients,
+        extra,
+        shape,
+        needs_grad,
+        stats_out,
+    ):
         want = (
             needs_grad and hidden.requires_grad,
             needs_grad and weight.requires_grad,
             needs_grad and bias is not None and bias.requires_grad,
         )
         grads = _Gradients(hidden, weight, bias, want, spec.acc)
+        nll_weight, uniform_weight = coefficients
+        nll = torch.zeros(labels.shape, dtype=spec.acc, device=hidden.device)
+        uniform = torch.zeros_like(nll)
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        token_scale = torch.full((1,), scale, dtype=spec.acc, device=hidden.device)
-        for rows in valid.split(spec.chunk_size):
-            chunk = _Chunk(hidden, weight, bias, labels, eps, rows, spec)
-            total += chunk.losses.sum(dtype=torch.float64)
+
+        # pass 1: the linear part (and, for `extra`, every token's statistics)
+        used = (nll_weight != 0) | (uniform_weight != 0)
+        rows_1 = valid if extra is not None else valid[used[valid]]
+        for rows in rows_1.split(spec.chunk_size):
+            chunk = _Chunk(hidden, weight, bias, labels, rows, spec)
+            nll[rows], uniform[rows] = chunk.nll, chunk.uniform
+            a, b = nll_weight[rows], uniform_weight[rows]
+            total += (a * chunk.nll + b * chunk.uniform).sum(dtype=torch.float64)
             if grads.any:
-                grads.add_chunk(chunk, token_scale.expand(rows.numel()))
+                grads.add_chunk(chunk, a, b)
+
+        # pass 2: the non-linear rest, through the coefficients its gradient gives each token
+        if extra is not None:
+            with torch.enable_grad():
+                nll_in = nll.detach().reshape(shape).requires_grad_()
+                uniform_in = uniform.detach().reshape(shape).requires_grad_()
+                value = extra(nll_in, uniform_in)
+                if grads.any and value.requires_grad:
+                    grad_nll, grad_uniform = torch.autograd.grad(
+                        value, (nll_in, uniform_in), allow_unused=True
+                    )
+                else:
+                    grad_nll = grad_uniform = None
+            total += value.detach().to(torch.float64)
+            if grad_nll is not None or grad_uniform is not None:
+                a2 = _flat_or_zeros(grad_nll, nll)
+                b2 = _flat_or_zeros(grad_uniform, nll)
+                for rows in valid[((a2 != 0) | (b2 != 0))[valid]].split(spec.chunk_size):
+                    grads.add_chunk(
+                        _Chunk(hidden, weight, bias, labels, rows, spec), a2[rows], b2[rows]
+                    )
+        stats_out.extend((nll.detach(), uniform.detach()))
         ctx.grads = grads.finish()
-        return (total * scale).to(spec.acc)
+        return total.to(spec.acc)
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, *_):
         grad_hidden, grad_weight, grad_bias = ctx.grads
         ctx.grads = None
         scaled = [
             None if g is None else g.mul_(grad_output.to(g.dtype))
             for g in (grad_hidden, grad_weight, grad_bias)
         ]
-        return (*scaled, None, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None, None, None)
+
+
+def _flat_or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad.reshape(-1).to(like.dtype)
 
 
 class _PerTokenLoss(torch.autograd.Function):
@@ -186,10 +303,11 @@ class _PerTokenLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, eps, valid, spec):
-        losses = [
-            _Chunk(hidden, weight, bias, labels, eps, rows, spec).losses
-            for rows in valid.split(spec.chunk_size)
-        ]
+        losses = []
+        for rows in valid.split(spec.chunk_size):
+            chunk = _Chunk(hidden, weight, bias, labels, rows, spec)
+            e = eps[rows].to(spec.acc)
+            losses.append((1.0 - e) * chunk.nll + e * chunk.uniform)
         ctx.save_for_backward(hidden, weight, bias, labels, eps, valid)
         ctx.spec = spec
         if not losses:
@@ -203,20 +321,21 @@ class _PerTokenLoss(torch.autograd.Function):
         grads = _Gradients(hidden, weight, bias, want, ctx.spec.acc)
         start = 0
         for rows in valid.split(ctx.spec.chunk_size):
-            chunk = _Chunk(hidden, weight, bias, labels, eps, rows, ctx.spec)
-            grads.add_chunk(chunk, grad_losses[start : start + rows.numel()].to(ctx.spec.acc))
+            chunk = _Chunk(hidden, weight, bias, labels, rows, ctx.spec)
+            g = grad_losses[start : start + rows.numel()].to(ctx.spec.acc)
+            e = eps[rows].to(ctx.spec.acc)
+            grads.add_chunk(chunk, g * (1.0 - e), g * e)
             start += rows.numel()
         return (*grads.finish(), None, None, None, None)
 
 
 class _Chunk:
-    """One chunk of valid tokens: per-token losses, and softmax(logits) kept for gradients."""
+    """One chunk of tokens: per-token NLL and uniform CE, and softmax(logits) kept for gradients."""
 
-    def __init__(self, hidden, weight, bias, labels, eps, rows, spec: _Spec):
+    def __init__(self, hidden, weight, bias, labels, rows, spec: _Spec):
         self.rows = rows
         self.hidden = hidden.index_select(0, rows)
         self.labels = labels.index_select(0, rows)
-        self.eps = eps.index_select(0, rows).to(spec.acc)
         self.spec = spec
         self.softcap = spec.softcap
         logits = _logits(self.hidden, weight, bias, spec.acc)
@@ -234,19 +353,20 @@ class _Chunk:
         self.probs = logits
         self.target_logit = target
         self.mean_logit = mean
-        self.losses = self.lse - (1.0 - self.eps) * target - self.eps * mean
+        self.nll = self.lse - target
+        self.uniform = self.lse - mean
 
-    def logits_grad_(self, token_scale: torch.Tensor) -> torch.Tensor:
-        """d(sum_t scale_t * loss_t)/d(raw logits), in place of the probabilities.
+    def logits_grad_(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """d(sum_t a_t nll_t + b_t uniform_t)/d(raw logits), in place of the probabilities:
+        (a + b) softmax - a onehot(y) - b / V.
 
-        Without softcap the uniform `-eps / V` term is left out (see `_Gradients`).
+        Without softcap the uniform `-b / V` term is left out (see `_Gradients`).
         """
-        grad = self.probs
-        grad.scatter_add_(1, self.labels[:, None], (self.eps - 1.0)[:, None])
+        grad = self.probs.mul_((a + b)[:, None])
+        grad.scatter_add_(1, self.labels[:, None], -a[:, None])
         if self.softcap is not None:
-            grad.sub_((self.eps / grad.shape[1])[:, None])
+            grad.sub_((b / grad.shape[1])[:, None])
             grad.mul_(self.tanh.mul_(self.tanh).neg_().add_(1.0))  # d(c*tanh(z/c))/dz
-        grad.mul_(token_scale[:, None])
         self.probs = self.tanh = None
         return grad
 
@@ -265,20 +385,21 @@ class _Gradients:
         self.hidden = torch.zeros_like(hidden) if self.want_hidden else None
         self.weight_acc = torch.zeros(weight.shape, **full) if self.want_weight else None
         self.bias_acc = torch.zeros(weight.shape[:1], **full) if self.want_bias else None
-        # rank-one parts of the uniform -eps/V gradient term (no softcap only)
+        # rank-one parts of the uniform -b/V gradient term (no softcap only)
         self._uniform_hidden_sum = torch.zeros(weight.shape[1], **full)
         self._uniform_total = torch.zeros((), **full)
 
-    def add_chunk(self, chunk: _Chunk, token_scale: torch.Tensor) -> None:
+    def add_chunk(self, chunk: _Chunk, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Add the gradients of sum_t a_t nll_t + b_t uniform_t over the chunk's tokens."""
         uniform = chunk.softcap is None
-        scaled_eps = token_scale * chunk.eps
-        grad_logits = chunk.logits_grad_(token_scale)
+        grad_logits = chunk.logits_grad_(a, b)
         low = grad_logits.to(self.weight.dtype)
         if self.want_hidden:
             grad_h = (low @ self.weight).to(self.acc)
             if uniform:
-                grad_h -= scaled_eps[:, None] * chunk.spec.mean_row
-            self.hidden.index_copy_(0, chunk.rows, grad_h.to(self.hidden.dtype))
+                grad_h -= b[:, None] * chunk.spec.mean_row  # the rank-one -b / V part
+            # add, not copy: a token a non-linear term also uses is visited twice
+            self.hidden.index_add_(0, chunk.rows, grad_h.to(self.hidden.dtype))
         if self.want_weight:
             h = chunk.hidden.to(self.weight.dtype)
             if self.weight.dtype == self.acc:
@@ -286,11 +407,11 @@ class _Gradients:
             else:
                 self.weight_acc += (low.t() @ h).to(self.acc)
             if uniform:
-                self._uniform_hidden_sum += scaled_eps @ chunk.hidden.to(self.acc)
+                self._uniform_hidden_sum += b @ chunk.hidden.to(self.acc)
         if self.want_bias:
             self.bias_acc += grad_logits.sum(dim=0)
             if uniform:
-                self._uniform_total += scaled_eps.sum()
+                self._uniform_total += b.sum()
 
     def finish(self):
         grad_weight = grad_bias = None
@@ -382,9 +503,8 @@ def linear_token_statistics(
         correct=torch.zeros_like(flat_labels, dtype=torch.bool),
         valid=flat_labels != ignore_index,
     )
-    no_eps = torch.zeros_like(flat_labels, dtype=spec.acc)
     for rows in valid.split(spec.chunk_size):
-        chunk = _Chunk(flat_hidden, weight, bias, flat_labels, no_eps, rows, spec)
+        chunk = _Chunk(flat_hidden, weight, bias, flat_labels, rows, spec)
         stats.nll[rows] = (chunk.lse - chunk.target_logit).float()
         stats.uniform_ce[rows] = (chunk.lse - chunk.mean_logit).float()
         target_prob = chunk.probs.gather(1, chunk.labels[:, None]).squeeze(1)

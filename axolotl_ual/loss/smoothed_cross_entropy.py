@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from ._common import TokenStatistics, broadcast_epsilon, compute_dtype, reduce_losses
+from ._common import (
+    TokenLoss,
+    TokenStatistics,
+    TokenTerms,
+    broadcast_epsilon,
+    compute_dtype,
+    reduce_losses,
+)
 
 
 def smoothed_cross_entropy(
@@ -46,6 +53,27 @@ def smoothed_cross_entropy(
     per_token = -(1.0 - eps) * target - eps * log_probs.mean(dim=-1)
     per_token = per_token.masked_fill(~valid, 0.0)
     return reduce_losses(per_token.reshape(labels.shape), valid, reduction)
+
+
+def token_loss_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, terms: TokenTerms, *, ignore_index: int = -100
+) -> TokenLoss:
+    """The objective `terms` (see `TokenTerms`) from materialized logits, differentiable.
+
+    The reference form of `linear_token_loss`, and the trainer's logits path. Per-token NLL
+    and uniform CE come from one log-softmax, as in `smoothed_cross_entropy`.
+    """
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab).to(compute_dtype(logits))
+    flat_labels = labels.reshape(-1)
+    valid = flat_labels != ignore_index
+    safe_labels = flat_labels.masked_fill(~valid, 0)
+    log_probs = flat_logits.log_softmax(dim=-1)
+    nll = -log_probs.gather(1, safe_labels[:, None]).squeeze(1).masked_fill(~valid, 0.0)
+    uniform = -log_probs.mean(dim=-1).masked_fill(~valid, 0.0)
+    nll, uniform = nll.reshape(labels.shape), uniform.reshape(labels.shape)
+    loss = terms.value(nll, uniform)
+    return TokenLoss(loss, nll.detach(), uniform.detach())
 
 
 @torch.no_grad()
