@@ -1,4 +1,4 @@
-"""`type: axolotl_ual.alpaca`: axolotl's `alpaca` tokenization + per-token uncertainty.
+"""`type: axolotl_ual.alpaca`: axolotl's `alpaca` tokenization + UAL's side columns.
 
 Rows have `instruction`, optional `input`, and `output`, formatted with axolotl's standard
 alpaca prompt; `train_on_inputs` and `sequence_len` come from the config as for `type: alpaca`.
@@ -11,7 +11,7 @@ from axolotl.prompters import AlpacaPrompter
 
 from .dataset_strategy import UALDatasetStrategy, dataset_name, require_plugin
 from .rows import ALPACA, content_fields
-from .uncertainty import UncertaintySettings
+from .signals import signals_for
 
 
 def load(tokenizer, cfg, ds_cfg=None):
@@ -19,9 +19,7 @@ def load(tokenizer, cfg, ds_cfg=None):
     inner = AlpacaPromptTokenizingStrategy(
         AlpacaPrompter(None), tokenizer, cfg.train_on_inputs, cfg.sequence_len
     )
+    sample, token = signals_for(inner, cfg, content_fields(ALPACA))
     return UALDatasetStrategy(
-        inner,
-        UncertaintySettings.from_cfg(cfg),
-        dataset_name=dataset_name(ds_cfg or {}),
-        content_fields=content_fields(ALPACA),
+        inner, dataset_name=dataset_name(ds_cfg or {}), sample_signals=sample, token_signals=token
     )

@@ -17,7 +17,7 @@ import difflib
 from dataclasses import field, make_dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -28,6 +28,10 @@ PLUGIN_PATH = "axolotl_ual.UALPlugin"
 UAL_DATASET_TYPES = ("axolotl_ual.chat_template", "axolotl_ual.alpaca")
 KEY_PREFIX = "ual_"
 DATA, TRAINING = "data", "training"
+SAMPLE_SMOOTHING = "sample"  # ual_instruction_smoothing: use the sample's own epsilon
+INSTRUCTION_KEYS = ("ual_instruction_weight", "ual_instruction_smoothing")
+# chat_template role names that are the response after axolotl's default role mapping
+RESPONSE_ROLES = ("assistant", "gpt")
 
 
 class UncertaintySource(StrEnum):
@@ -107,6 +111,27 @@ class UALArgs(BaseModel):
     ual_eval_buckets: list[float] = _key(
         lambda: [1 / 3, 2 / 3], TRAINING, "uncertainty cut points for the bucketed eval metrics"
     )
+    ual_instruction_weight: float = _key(
+        1.0,
+        TRAINING,
+        "loss weight of trained instruction tokens relative to response tokens "
+        "(1 = Instruction Modelling, 0 = plain SFT)",
+        ge=0.0,
+    )
+    ual_instruction_smoothing: float | Literal["sample"] = _key(
+        SAMPLE_SMOOTHING,
+        TRAINING,
+        "epsilon of instruction tokens: a number in [0, 1), or `sample` (the sample's own)",
+    )
+
+    @field_validator("ual_instruction_smoothing")
+    @classmethod
+    def _instruction_smoothing_range(cls, value: float | str) -> float | str:
+        if value != SAMPLE_SMOOTHING and not 0.0 <= float(value) < 1.0:
+            raise ValueError(
+                f"ual_instruction_smoothing must be a number in [0, 1) or 'sample', got {value}"
+            )
+        return value
 
     @field_validator("ual_eval_buckets")
     @classmethod
@@ -151,6 +176,7 @@ class UALArgs(BaseModel):
         if "datasets" in data:  # axolotl's merged schema: `data` is the whole config
             _check_datasets(data)
             _check_single_loss(data)
+            _check_instruction_tokens_can_be_trained(data)
         return data
 
 
@@ -196,6 +222,26 @@ def _check_datasets(data: dict) -> None:
             "axolotl_ual.alpaca for them (with ual_uncertainty_source: constant, or "
             "ual_missing_uncertainty: default, if they have no scores)"
         )
+
+
+def _check_instruction_tokens_can_be_trained(data: dict) -> None:
+    """The instruction keys do nothing unless some instruction token is trained."""
+    given = [key for key in INSTRUCTION_KEYS if data.get(key) is not None]
+    if not given or data.get("train_on_inputs"):
+        return
+    for _, ds in _dataset_entries(data):
+        roles = _entry_value(ds, "roles_to_train") or []
+        per_turn = _entry_value(ds, "message_field_training") or _entry_value(
+            ds, "message_field_training_detail"
+        )
+        if per_turn or any(role not in RESPONSE_ROLES for role in roles):
+            return  # trains non-assistant turns (or decides per turn, which only the data knows)
+    raise UsageError(
+        f"{' and '.join(given)} set, but no instruction token is trained: the loss covers the "
+        "assistant turns only. Set `train_on_inputs: true` (Instruction Modelling: every "
+        "system/user turn), or add the roles to train to a dataset's `roles_to_train` "
+        "(e.g. [user, assistant]); or remove the key(s)"
+    )
 
 
 def _check_single_loss(data: dict) -> None:

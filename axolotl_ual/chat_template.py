@@ -1,4 +1,4 @@
-"""`type: axolotl_ual.chat_template`: axolotl's `chat_template` tokenization + per-token uncertainty.
+"""`type: axolotl_ual.chat_template`: axolotl's `chat_template` tokenization + UAL's side columns.
 
 Accepts every option of axolotl's `chat_template` type (field_messages, roles_to_train,
 train_on_eos, message_property_mappings, ...); they are passed through unchanged.
@@ -10,7 +10,7 @@ from axolotl.prompt_strategies.chat_template import load as load_axolotl_chat_te
 
 from .dataset_strategy import UALDatasetStrategy, dataset_name, require_plugin
 from .rows import CHAT, DEFAULT_MESSAGES_FIELD, content_fields
-from .uncertainty import UncertaintySettings
+from .signals import signals_for
 
 
 def load(tokenizer, cfg, ds_cfg=None, processor=None):
@@ -18,9 +18,7 @@ def load(tokenizer, cfg, ds_cfg=None, processor=None):
     ds_cfg = ds_cfg or {}
     inner = load_axolotl_chat_template(tokenizer, cfg, ds_cfg, processor=processor)
     field_messages = ds_cfg.get("field_messages") or DEFAULT_MESSAGES_FIELD
+    sample, token = signals_for(inner, cfg, content_fields(CHAT, field_messages))
     return UALDatasetStrategy(
-        inner,
-        UncertaintySettings.from_cfg(cfg),
-        dataset_name=dataset_name(ds_cfg),
-        content_fields=content_fields(CHAT, field_messages),
+        inner, dataset_name=dataset_name(ds_cfg), sample_signals=sample, token_signals=token
     )

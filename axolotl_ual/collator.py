@@ -1,10 +1,13 @@
-"""Collator: axolotl's padding and packing, plus the per-token `ual_uncertainty` tensor.
+"""Collator: axolotl's padding and packing, plus UAL's side columns laid out like `labels`.
 
-axolotl's collators pad only the fields they know and concatenate packs field by field, so a
-float per-token field needs its own handling. This wraps the collator axolotl would have used
-(chosen by the same rules) and lays `ual_uncertainty` out exactly like `labels`: one row per
-sample, per pack or per flattened batch, padded on the tokenizer's padding side. Padding gets 0;
-it is never read, because padded labels are ignored.
+axolotl's collators pad only the fields they know and concatenate packs field by field, so
+UAL's columns (`columns.py`) need their own handling. This wraps the collator axolotl would have
+used (chosen by the same rules, `compat.axolotl_collator_cls`) and gives every declared column
+the layout of `labels`: one row per sample, per pack or per flattened batch, padded on the
+tokenizer's padding side with the column's padding value (never read: padded labels are
+ignored). Sample columns are repeated over their sample's tokens; token columns are cut to the
+sample's tokens (axolotl's truncation cuts only ids and labels). It also adds `SEGMENT`, the
+index of each token's sample in the batch.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import torch
 from axolotl.utils.collators import DataCollatorForSeq2Seq
 
+from .columns import COLUMNS, SEGMENT, UNCERTAINTY, SampleColumn
 from .compat import collator_layout
-from .dataset_strategy import UNCERTAINTY_COLUMN
+from .errors import DataError
 
 
 class UALDataCollator:
-    """Calls `base_collator_cls(tokenizer, **kwargs)` and adds `ual_uncertainty` (float32)."""
+    """Calls `base_collator_cls(tokenizer, **kwargs)` and adds the side columns and `SEGMENT`."""
 
     def __init__(self, tokenizer, *, base_collator_cls: type = DataCollatorForSeq2Seq, **kwargs):
         self.padding_side = tokenizer.padding_side
@@ -26,29 +30,43 @@ class UALDataCollator:
             for unsupported in ("padding", "pad_to_multiple_of"):
                 kwargs.pop(unsupported, None)
             self.base = base_collator_cls(**kwargs)
-            return
-        self.base = base_collator_cls(tokenizer, **kwargs)
+        else:
+            self.base = base_collator_cls(tokenizer, **kwargs)
 
     def __call__(self, features, return_tensors=None):
         if self.layout == "packs":
             packs = features if isinstance(features[0], list) else [features]
-            rows = [_concat([_take_uncertainty(f) for f in pack]) for pack in packs]
         elif self.layout == "flat":
-            rows = [_concat([_take_uncertainty(f) for f in features])]
+            packs = [features]
         else:
-            rows = [_take_uncertainty(f) for f in features]
+            packs = [[feature] for feature in features]
+        names = _side_columns(packs[0][0])
+        # per pack (a batch row), per sample: (token count, {column: per-token values})
+        rows = [[_take_side_columns(sample, names) for sample in pack] for pack in packs]
+
         batch = self.base(features, return_tensors=return_tensors)
-        batch[UNCERTAINTY_COLUMN] = self._pad(rows, batch["input_ids"].shape[-1])
+        length = batch["input_ids"].shape[-1]
+        for name in names:
+            column = COLUMNS[name]
+            values = [[v for _, sample in row for v in sample[name]] for row in rows]
+            batch[name] = self._pad(values, length, column.dtype, column.pad)
+        segments, first = [], 0
+        for row in rows:
+            segments.append(
+                [first + i for i, (n_tokens, _) in enumerate(row) for _ in range(n_tokens)]
+            )
+            first += len(row)
+        batch[SEGMENT.name] = self._pad(segments, length, SEGMENT.dtype, SEGMENT.pad)
         return batch
 
-    def _pad(self, rows: list[list[float]], length: int) -> torch.Tensor:
-        out = torch.zeros(len(rows), length, dtype=torch.float32)
+    def _pad(self, rows: list[list], length: int, dtype: torch.dtype, pad) -> torch.Tensor:
+        out = torch.full((len(rows), length), pad, dtype=dtype)
         for i, row in enumerate(rows):
             if len(row) > length:
-                raise ValueError(
-                    f"ual_uncertainty row {i} has {len(row)} tokens but the batch has {length}"
+                raise DataError(
+                    f"side column row {i} has {len(row)} tokens but the batch has {length}"
                 )
-            values = torch.as_tensor(row, dtype=torch.float32)
+            values = torch.as_tensor(row, dtype=dtype)
             if self.padding_side == "left":
                 out[i, length - len(row) :] = values
             else:
@@ -56,17 +74,31 @@ class UALDataCollator:
         return out
 
 
-def _take_uncertainty(feature: dict) -> list[float]:
-    """Remove the field from a sample; cut to its tokens (axolotl truncation cuts only ids/labels)."""
-    if UNCERTAINTY_COLUMN not in feature:
-        raise KeyError(
-            f"a training sample has no {UNCERTAINTY_COLUMN!r}: every dataset must use a UAL type "
+def _side_columns(sample: dict) -> list[str]:
+    names = [name for name in COLUMNS if name in sample]
+    if UNCERTAINTY.name not in names:
+        raise DataError(
+            f"a training sample has no {UNCERTAINTY.name!r}: every dataset must use a UAL type "
             "(axolotl_ual.chat_template or axolotl_ual.alpaca); if you changed the config, "
             "delete the prepared dataset so it is tokenized again"
         )
-    values = feature.pop(UNCERTAINTY_COLUMN)
-    return list(values[: len(feature["input_ids"])])
+    return names
 
 
-def _concat(rows: list[list[float]]) -> list[float]:
-    return [value for row in rows for value in row]
+def _take_side_columns(sample: dict, names: list[str]) -> tuple[int, dict[str, list]]:
+    """Remove the side columns from a sample, laid out over its (possibly truncated) tokens."""
+    n_tokens = len(sample["input_ids"])
+    taken: dict[str, list] = {}
+    for name in names:
+        if name not in sample:
+            raise DataError(
+                f"a batch mixes samples with and without {name!r}: all datasets of a run must "
+                "be tokenized with the same UAL settings (delete the prepared dataset to "
+                "tokenize them again)"
+            )
+        value = sample.pop(name)
+        if isinstance(COLUMNS[name], SampleColumn):
+            taken[name] = [value] * n_tokens
+        else:
+            taken[name] = list(value[:n_tokens])
+    return n_tokens, taken

@@ -49,6 +49,28 @@ def strategy_init_args(inner) -> tuple:
     return inner.prompter, inner.tokenizer, inner.train_on_inputs, inner.sequence_len
 
 
+RESPONSE_ROLE = "assistant"  # axolotl's chat_template role names after its `roles` mapping
+
+
+def trains_instructions(inner) -> bool:
+    """Whether axolotl's strategy trains tokens outside the assistant turns (`train_on_inputs`,
+    or another role in chat_template's `roles_to_train`; attributes as of 0.19-0.21)."""
+    roles = getattr(inner, "roles_to_train", None) or []
+    return bool(inner.train_on_inputs) or any(role != RESPONSE_ROLE for role in roles)
+
+
+def response_only_twin(inner):
+    """A copy of axolotl's strategy that trains the assistant turns only (end-of-turn tokens as
+    configured): the same tokenization, with the labels axolotl's defaults give."""
+    import copy
+
+    twin = copy.copy(inner)
+    twin.train_on_inputs = False
+    if hasattr(twin, "roles_to_train"):
+        twin.roles_to_train = [RESPONSE_ROLE]
+    return twin
+
+
 def wrap_dataset_for_tokenized_prompt(strategy, dataset, **kwargs):
     """axolotl's `wrap_dataset_for_tokenized_prompt` (maps `strategy` over `dataset`).
 
@@ -111,6 +133,9 @@ def collator_layout(collator_cls: type) -> str:
 
 
 # --- trainer --------------------------------------------------------------------------------
+# `UALTrainer` also overrides two private methods of HF's Trainer (transformers 5.16-5.20):
+# `_set_signature_columns_if_needed` (with `keep_batch_columns` below) and
+# `_get_num_items_in_batch(batch_samples, device)`, which returns what the loss is divided by.
 
 
 def keep_batch_columns(trainer, columns) -> None:

@@ -1,35 +1,53 @@
-"""Dataset strategy: axolotl's own tokenization, plus a per-token uncertainty.
+"""Dataset strategy: axolotl's own tokenization, plus the declared side columns (`columns.py`).
 
 `type: axolotl_ual.chat_template` / `axolotl_ual.alpaca` build axolotl's strategy for the same
-options and wrap it here:
+options and wrap it here, with the signals the config asks for:
 
-1. `UALDatasetStrategy.wrap_dataset` sees the whole raw dataset: it resolves and validates every
-   row's uncertainty (errors name the dataset, rows and values) and adds it as a hidden column.
-2. `UncertaintyTokenizingStrategy.tokenize_prompt` removes that column, lets axolotl's strategy
-   tokenize the row exactly as it would without UAL, and adds `ual_uncertainty`: the row's value
-   repeated once per token, so it stays aligned with `input_ids`/`labels` through packing.
+1. `UALDatasetStrategy.wrap_dataset` sees the whole raw dataset: each `SampleSignal` resolves
+   and validates one value per row (errors name the dataset, rows and values) into a hidden
+   column, so a bad row stops preprocessing before anything is tokenized.
+2. `SignalTokenizingStrategy.tokenize_prompt` lets axolotl's strategy tokenize each row exactly
+   as it would without UAL, then adds the sample values (one scalar per row) and each
+   `TokenSignal`'s per-token values, aligned with `input_ids`.
+
+A new signal is one class in `signals.py` and one entry in `columns.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from axolotl.prompt_tokenizers import DatasetWrappingStrategy, PromptTokenizingStrategy
-from axolotl.utils.logging import get_logger
 from datasets import Dataset
 
 from .args import PLUGIN_PATH
+from .columns import SampleColumn, TokenColumn
 from .compat import strategy_init_args, wrap_dataset_for_tokenized_prompt
-from .uncertainty import UncertaintySettings, resolve_uncertainties
+from .errors import UsageError
 
-LOG = get_logger(__name__)
-UNCERTAINTY_COLUMN = "ual_uncertainty"
-_RAW_COLUMN = "__ual_row_uncertainty"
+_HIDDEN = "__ual_row_"  # prefix of the raw columns that carry sample values to tokenize_prompt
+
+
+class SampleSignal(Protocol):
+    """Resolves one validated value per raw row (raising `DataError` naming the bad rows)."""
+
+    column: SampleColumn
+
+    def resolve(self, dataset: Dataset, dataset_name: str) -> list[Any]: ...
+
+
+class TokenSignal(Protocol):
+    """One value per token of a row that axolotl's strategy has tokenized."""
+
+    column: TokenColumn
+
+    def annotate(self, row: dict[str, Any], tokenized: dict[str, Any]) -> list[Any]: ...
 
 
 def require_plugin(cfg: Any, ds_type: str) -> None:
     if PLUGIN_PATH not in (cfg.get("plugins") or []):
-        raise ValueError(
+        raise UsageError(
             f"dataset type {ds_type!r} needs the UAL plugin to train with its uncertainties: "
             f"add `plugins: [{PLUGIN_PATH}]` to the config (or use axolotl's own type without "
             "the `axolotl_ual.` prefix)"
@@ -42,77 +60,86 @@ def dataset_name(ds_cfg: Any) -> str:
     return f"{path} (split {split})" if split else str(path)
 
 
-class UncertaintyTokenizingStrategy(PromptTokenizingStrategy):
-    """Delegates tokenization to axolotl's strategy and appends `ual_uncertainty`."""
+class SignalTokenizingStrategy(PromptTokenizingStrategy):
+    """Delegates tokenization to axolotl's strategy and appends the side columns."""
 
-    def __init__(self, inner: PromptTokenizingStrategy):
+    def __init__(
+        self,
+        inner: PromptTokenizingStrategy,
+        sample_columns: Sequence[str],
+        token_signals: Sequence[TokenSignal],
+    ):
         super().__init__(*strategy_init_args(inner))
         self.inner = inner
         self.filter_rows = inner.filter_rows
+        self.sample_columns = tuple(sample_columns)
+        self.token_signals = tuple(token_signals)
 
     @property
     def supports_batched(self) -> bool:
         return self.inner.supports_batched
 
     def tokenize_prompt(self, prompt: dict[str, Any]) -> dict[str, Any]:
-        row = {key: value for key, value in prompt.items() if key != _RAW_COLUMN}
-        uncertainty = prompt[_RAW_COLUMN]
+        row = {key: value for key, value in prompt.items() if not key.startswith(_HIDDEN)}
         tokenized = dict(self.inner.tokenize_prompt(row))
         if not self.supports_batched:
-            tokenized[UNCERTAINTY_COLUMN] = [uncertainty] * len(tokenized["input_ids"])
+            for name in self.sample_columns:
+                tokenized[name] = prompt[_HIDDEN + name]
+            for signal in self.token_signals:
+                tokenized[signal.column.name] = signal.annotate(row, tokenized)
             return tokenized
         if not tokenized:  # every row of the batch was dropped by the inner strategy
             return tokenized
-        ids = tokenized["input_ids"]
-        if len(ids) != len(uncertainty):
-            raise RuntimeError(
-                f"{type(self.inner).__name__} returned {len(ids)} rows for a batch of "
-                f"{len(uncertainty)}; UAL cannot align uncertainties with its output"
-            )
-        tokenized[UNCERTAINTY_COLUMN] = [
-            [u] * len(seq) for u, seq in zip(uncertainty, ids, strict=True)
-        ]
+        n_rows = len(tokenized["input_ids"])
+        for name in self.sample_columns:
+            values = prompt[_HIDDEN + name]
+            if len(values) != n_rows:
+                raise RuntimeError(
+                    f"{type(self.inner).__name__} returned {n_rows} rows for a batch of "
+                    f"{len(values)}; UAL cannot align its side columns with its output"
+                )
+            tokenized[name] = list(values)
+        if self.token_signals:
+            rows = [
+                dict(zip(row, values, strict=True)) for values in zip(*row.values(), strict=True)
+            ]
+            outputs = [{key: tokenized[key][i] for key in tokenized} for i in range(n_rows)]
+            for signal in self.token_signals:
+                tokenized[signal.column.name] = [
+                    signal.annotate(r, out) for r, out in zip(rows, outputs, strict=True)
+                ]
         return tokenized
 
 
 class UALDatasetStrategy(DatasetWrappingStrategy):
-    """Validates the raw dataset's uncertainties, then tokenizes with the wrapped strategy."""
+    """Resolves the sample signals on the raw dataset, then tokenizes with the wrapped strategy."""
 
     def __init__(
         self,
         inner: PromptTokenizingStrategy,
-        settings: UncertaintySettings,
         *,
         dataset_name: str,
-        content_fields: tuple[str, ...],
+        sample_signals: Sequence[SampleSignal],
+        token_signals: Sequence[TokenSignal] = (),
     ):
         self.inner = inner
-        self.settings = settings
         self.dataset_name = dataset_name
-        self.content_fields = content_fields
+        self.sample_signals = tuple(sample_signals)
+        self.token_signals = tuple(token_signals)
 
     def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs):
         if not isinstance(dataset, Dataset):
-            raise ValueError(
+            raise UsageError(
                 f"dataset {self.dataset_name!r}: UAL dataset types need a map-style dataset so "
-                "every row's uncertainty can be checked before training; streaming is not "
-                "supported (remove `streaming: true`)"
+                "every row can be checked before training; streaming is not supported "
+                "(remove `streaming: true`)"
             )
-        resolved = resolve_uncertainties(
-            dataset,
-            self.settings,
-            dataset_name=self.dataset_name,
-            content_fields=self.content_fields,
+        for signal in self.sample_signals:
+            values = signal.resolve(dataset, self.dataset_name)
+            dataset = dataset.add_column(_HIDDEN + signal.column.name, values)
+        strategy = SignalTokenizingStrategy(
+            self.inner, [s.column.name for s in self.sample_signals], self.token_signals
         )
-        report = resolved.default_report(self.dataset_name, self.settings.default)
-        if report:
-            message, loud = report
-            (LOG.warning if loud else LOG.info)(f"UAL: {message}")
-        with_column = dataset.add_column(_RAW_COLUMN, resolved.values)
         return wrap_dataset_for_tokenized_prompt(
-            UncertaintyTokenizingStrategy(self.inner),
-            with_column,
-            process_count=process_count,
-            keep_in_memory=keep_in_memory,
-            **kwargs,
+            strategy, dataset, process_count=process_count, keep_in_memory=keep_in_memory, **kwargs
         )

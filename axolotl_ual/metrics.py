@@ -1,4 +1,5 @@
-"""What UAL logs: mean epsilon / uncertainty while training, NLL and accuracy by uncertainty at eval.
+"""What UAL logs: mean epsilon / uncertainty / instruction share while training; at eval, NLL and
+accuracy by uncertainty bucket and by token kind (instruction / response).
 
 Accumulators hold token-weighted sums as one tensor, so the trainer can add them up over
 data-parallel ranks with a single all-reduce before turning them into means. Pure torch.
@@ -12,32 +13,45 @@ from .loss import TokenStatistics
 
 
 class TrainingMeter:
-    """Sums of epsilon and uncertainty over trained tokens (NaN uncertainties skipped)."""
+    """Sums over trained tokens: epsilon, uncertainty (NaNs skipped), instruction tokens."""
 
     def __init__(self):
-        self.totals: torch.Tensor | None = None  # eps sum, u sum, tokens, tokens with a known u
+        # eps sum, u sum, tokens, tokens with a known u, instruction tokens
+        self.totals: torch.Tensor | None = None
 
     @torch.no_grad()
-    def add(self, uncertainty: torch.Tensor, epsilon: torch.Tensor, trained: torch.Tensor) -> None:
+    def add(
+        self,
+        uncertainty: torch.Tensor,
+        epsilon: torch.Tensor,
+        trained: torch.Tensor,
+        instruction: torch.Tensor | None = None,
+    ) -> None:
         known = trained & ~torch.isnan(uncertainty)
+        n_instruction = (
+            (trained & instruction).sum() if instruction is not None else trained.new_zeros(())
+        )
         row = torch.stack(
             [
                 epsilon[trained].double().sum(),
                 uncertainty[known].double().sum(),
                 trained.sum().double(),
                 known.sum().double(),
+                n_instruction.double(),
             ]
         )
         self.totals = row if self.totals is None else self.totals + row
 
     @staticmethod
     def metrics(totals: torch.Tensor) -> dict[str, float]:
-        eps_sum, u_sum, tokens, known = totals.tolist()
+        eps_sum, u_sum, tokens, known, instruction = totals.tolist()
         metrics = {}
         if tokens:
             metrics["ual_epsilon_mean"] = round(eps_sum / tokens, 6)
         if known:
             metrics["ual_uncertainty_mean"] = round(u_sum / known, 6)
+        if instruction:
+            metrics["ual_instruction_fraction"] = round(instruction / tokens, 6)
         return metrics
 
 
@@ -49,21 +63,32 @@ def bucket_names(edges: list[float]) -> list[str]:
     return [f"q{i}" for i in range(len(edges) + 1)]
 
 
+KINDS = ("instruction", "response")
+
+
 class EvalBuckets:
-    """Unsmoothed NLL and top-1 accuracy of trained tokens, split by their sample's uncertainty.
+    """Unsmoothed NLL and top-1 accuracy of trained tokens, split by their sample's uncertainty
+    and by token kind.
 
     With cut points `edges` (e.g. [1/3, 2/3]) a token whose uncertainty u satisfies
     edges[i-1] <= u < edges[i] falls in bucket i. Tokens without a known uncertainty (NaN,
-    possible with `ual_uncertainty_source: constant`) count in the overall figures only.
+    possible with `ual_uncertainty_source: constant`) count in the overall figures only. The
+    instruction / response split is reported once some instruction token was evaluated.
     """
 
     def __init__(self, edges: list[float]):
         self.edges = torch.tensor(list(edges), dtype=torch.float32)
         self.names = bucket_names(list(edges))
-        self.totals: torch.Tensor | None = None  # (buckets + unknown, [nll, correct, tokens])
+        # rows: buckets, unknown u, instruction, response; columns: nll, correct, tokens
+        self.totals: torch.Tensor | None = None
 
     @torch.no_grad()
-    def add(self, uncertainty: torch.Tensor, stats: TokenStatistics) -> None:
+    def add(
+        self,
+        uncertainty: torch.Tensor,
+        stats: TokenStatistics,
+        instruction: torch.Tensor | None = None,
+    ) -> None:
         n_buckets = len(self.names)
         # contiguous: the trainer passes a shifted view, which torch.bucketize warns about
         ordered = uncertainty.float().contiguous()
@@ -77,14 +102,21 @@ class EvalBuckets:
             ],
             dim=-1,
         )
-        totals = torch.zeros(n_buckets + 1, 3, dtype=torch.float64, device=uncertainty.device)
+        totals = torch.zeros(n_buckets + 3, 3, dtype=torch.float64, device=uncertainty.device)
         totals.index_add_(0, bucket[stats.valid], values[stats.valid])
+        is_instruction = torch.zeros_like(stats.valid) if instruction is None else instruction
+        for row, mask in ((n_buckets + 1, is_instruction), (n_buckets + 2, ~is_instruction)):
+            totals[row] = values[stats.valid & mask].sum(dim=0)
         self.totals = totals if self.totals is None else self.totals + totals
 
     def metrics(self, totals: torch.Tensor, prefix: str = "eval") -> dict[str, float]:
-        rows = [("", totals.sum(dim=0))]
-        if totals[:-1, 2].sum() > 0:  # some tokens have a known uncertainty
-            rows += [(f"_{name}", totals[i]) for i, name in enumerate(self.names)]
+        n_buckets = len(self.names)
+        by_bucket, by_kind = totals[: n_buckets + 1], totals[n_buckets + 1 :]
+        rows = [("", by_bucket.sum(dim=0))]
+        if by_bucket[:-1, 2].sum() > 0:  # some tokens have a known uncertainty
+            rows += [(f"_{name}", by_bucket[i]) for i, name in enumerate(self.names)]
+        if by_kind[0, 2] > 0:  # some instruction tokens were evaluated
+            rows += [(f"_{kind}", by_kind[i]) for i, kind in enumerate(KINDS)]
         metrics: dict[str, float] = {}
         for suffix, (nll, correct, tokens) in rows:
             tokens = int(tokens.item())

@@ -18,6 +18,8 @@ from typing import Any
 from .args import DATA_KEYS, UALArgs, is_ual_dataset_type
 
 DEFAULT_PREPARED_PATH = "last_run_prepared"  # axolotl's default
+# The layout of UAL's columns in the prepared rows (see `columns.py`); bumping it re-tokenizes.
+FORMAT_VERSION = 2
 PREFIX = "ual-"
 
 
@@ -31,7 +33,7 @@ def data_fingerprint(cfg: dict[str, Any]) -> str:
         if value is None:
             value = UALArgs.model_fields[key].default
         settings[key] = getattr(value, "value", value)
-    payload = {"settings": settings, "files": []}
+    payload = {"format": FORMAT_VERSION, "settings": settings, "files": []}
     if cfg.get("ual_uncertainty_file") and Path(cfg["ual_uncertainty_file"]).is_file():
         payload["sidecar_sha256"] = file_sha256(Path(cfg["ual_uncertainty_file"]))
     for ds in list(cfg.get("datasets") or []) + list(cfg.get("test_datasets") or []):

@@ -1,18 +1,17 @@
-"""Trainer: per-token uncertainty -> epsilon -> label-smoothed loss.
+"""Trainer: side columns -> the objective's per-token terms -> the loss, fused or from logits.
 
 `UALTrainer` is axolotl's `AxolotlTrainer` with one loss change. It plugs into Hugging Face's
-own extension point for custom losses (`compute_loss_func`), so the Trainer still counts
-`num_items_in_batch` over the whole accumulated batch and across data-parallel ranks, skips its
-division by the accumulation steps, and rescales for data parallelism: the loss is
-
-    sum over trained tokens t of CE_smoothed(eps_t) / num_items_in_batch
-
-exactly as HF normalizes its plain cross entropy, so with eps = 0 it equals axolotl's SFT loss.
+own extension point for custom losses (`compute_loss_func`), so the Trainer still skips its
+division by the accumulation steps and rescales for data parallelism; the normalizer it passes
+as `num_items_in_batch` is the objective's (`objectives.py`), summed over the whole accumulated
+step and across data-parallel ranks. For UAL's smoothed SFT that is the (weighted) count of
+trained tokens, exactly as HF normalizes its plain cross entropy, so with eps = 0 the loss
+equals axolotl's SFT loss.
 
 By default the model is run with its output head stood in for (see `output_head.py`): the loss
-comes from the last hidden states through `linear_cross_entropy`, chunk by chunk, and the full
-logits never exist. Where that cannot reproduce the model's logits, it falls back to the logits
-path and logs why, once.
+comes from the last hidden states through `loss.linear_token_loss`, chunk by chunk, and the
+full logits never exist. Where that cannot reproduce the model's logits, it falls back to the
+logits path and logs why, once.
 """
 
 from __future__ import annotations
@@ -23,58 +22,68 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from axolotl.core.trainers.base import AxolotlTrainer
 from axolotl.utils.logging import get_logger
 
+from .args import SAMPLE_SMOOTHING
+from .columns import BATCH_COLUMNS, INSTRUCTION, UNCERTAINTY
 from .compat import keep_batch_columns
-from .dataset_strategy import UNCERTAINTY_COLUMN
+from .errors import DataError, UsageError
 from .loss import (
-    linear_cross_entropy,
+    linear_token_loss,
     linear_token_statistics,
-    smoothed_cross_entropy,
+    token_loss_from_logits,
     token_statistics,
 )
 from .mapping import epsilon_mapping
 from .metrics import EvalBuckets, TrainingMeter
+from .objectives import PredictionBatch, SmoothedSFT
 from .output_head import OutputHead, UnsupportedHead, find_output_head
 
 LOG = get_logger(__name__)
-IGNORE_INDEX = -100
 _CHECK_TOKENS = 64  # tokens of the first batch used to check the fused path against the logits
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def sample_uncertainties(dataset: Any) -> torch.Tensor:
-    """One uncertainty per training sample (each row repeats its value on every token)."""
-    if dataset is None or UNCERTAINTY_COLUMN not in (dataset.column_names or []):
-        raise ValueError(
+    """One uncertainty per training sample (the rank mapping's reference)."""
+    if dataset is None or UNCERTAINTY.name not in (dataset.column_names or []):
+        raise DataError(
             "ual_mapping: rank needs the training dataset's uncertainties, but the train "
-            f"dataset has no {UNCERTAINTY_COLUMN!r} column"
+            f"dataset has no {UNCERTAINTY.name!r} column"
         )
-    import pyarrow.compute as pc
+    table = dataset.select_columns([UNCERTAINTY.name]).with_format("arrow")[:]
+    values = table.column(UNCERTAINTY.name).to_numpy(zero_copy_only=False)
+    return torch.as_tensor(values, dtype=torch.float64)
 
-    table = dataset.select_columns([UNCERTAINTY_COLUMN]).with_format("arrow")[:]
-    firsts = pc.list_element(table.column(UNCERTAINTY_COLUMN), 0)
-    return torch.as_tensor(firsts.to_numpy(zero_copy_only=False), dtype=torch.float64)
+
+def build_objective(args: Any, train_dataset: Any) -> SmoothedSFT:
+    """The objective the `ual_*` training arguments ask for."""
+    mapping = epsilon_mapping(args, reference=lambda: sample_uncertainties(train_dataset))
+    smoothing = args.ual_instruction_smoothing
+    return SmoothedSFT(
+        mapping,
+        instruction_weight=args.ual_instruction_weight,
+        instruction_smoothing=None if smoothing == SAMPLE_SMOOTHING else float(smoothing),
+    )
 
 
 class UALTrainer(AxolotlTrainer):
-    """AxolotlTrainer whose loss is label smoothing with one epsilon per sample."""
+    """AxolotlTrainer whose loss is UAL's objective (label smoothing with one epsilon per sample)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.compute_loss_func is not None:
-            raise ValueError(
+            raise UsageError(
                 "another loss function is already set on the trainer (e.g. use_eaft); UAL "
                 "replaces the loss, so only one of them can be used"
             )
         self.compute_loss_func = self._ual_loss
-        self.ual_mapping = epsilon_mapping(
-            self.args, reference=lambda: sample_uncertainties(self.train_dataset)
-        )
+        self.ual_objective = build_objective(self.args, self.train_dataset)
+        self.ual_mapping = self.ual_objective.epsilon_of
         self.ual_head: OutputHead | None = None
         self.ual_loss_path: str | None = None  # "fused" or "logits", decided on the first batch
-        self._batch_uncertainty: torch.Tensor | None = None
+        self._batch_columns: dict[str, torch.Tensor] = {}
         self._batch_training = True
         self._captured: list[torch.Tensor] | None = None
         self._training_meter = TrainingMeter()
@@ -88,19 +97,41 @@ class UALTrainer(AxolotlTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        keep_batch_columns(self, [UNCERTAINTY_COLUMN])
+        keep_batch_columns(self, BATCH_COLUMNS)
+
+    def _get_num_items_in_batch(self, batch_samples: list, device):
+        """The objective's normalizer over the accumulated step, summed over ranks.
+
+        HF's own hook for the token count it divides by (private; transformers 5.16-5.20, see
+        `compat.py`): called once per accumulated step with all its micro-batches.
+        """
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        total = sum(
+            self.ual_objective.normalizer(self._prediction_batch(batch["labels"], batch))
+            for batch in batch_samples
+        )
+        total = torch.as_tensor(total, dtype=torch.float64, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total.reshape(1)).sum()
+        return total
+
+    @staticmethod
+    def _prediction_batch(labels: torch.Tensor, columns: dict) -> PredictionBatch:
+        present = {name: columns[name] for name in BATCH_COLUMNS if name in columns}
+        return PredictionBatch.shifted(labels, present)
 
     # --- loss ---------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        uncertainty = inputs.pop(UNCERTAINTY_COLUMN, None)
-        if uncertainty is None:
-            raise KeyError(
-                f"the batch has no {UNCERTAINTY_COLUMN!r}: train with UAL dataset types "
+        columns = {name: inputs.pop(name) for name in BATCH_COLUMNS if name in inputs}
+        if UNCERTAINTY.name not in columns:
+            raise DataError(
+                f"the batch has no {UNCERTAINTY.name!r}: train with UAL dataset types "
                 "(axolotl_ual.chat_template / axolotl_ual.alpaca) and the UAL collator"
             )
-        self._batch_uncertainty = uncertainty
+        self._batch_columns = columns
         self._batch_training = model.training
         if self.ual_loss_path is None:
             self._choose_loss_path(model, inputs)
@@ -115,26 +146,28 @@ class UALTrainer(AxolotlTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _ual_loss(self, outputs, labels, num_items_in_batch=None):
-        """HF `compute_loss_func`: sum of smoothed CE over trained tokens / num_items_in_batch."""
-        # causal LM: position t predicts token t + 1 (as HF's ForCausalLMLoss shifts)
-        labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
-        uncertainty = F.pad(self._batch_uncertainty.float(), (0, 1))[..., 1:]
-        uncertainty = uncertainty.to(labels.device)
-        valid = labels != IGNORE_INDEX
-        epsilon = self.ual_mapping(uncertainty)
-
+        """HF `compute_loss_func`: the objective's terms / its normalizer over the step."""
+        batch = self._prediction_batch(labels, self._batch_columns)
+        terms = self.ual_objective.terms(batch)
+        uncertainty = batch.column(UNCERTAINTY)
+        instruction = batch.column(INSTRUCTION)
         if self._batch_training:
-            total = self._training_loss_sum(outputs, labels, epsilon)
-            self._training_meter.add(uncertainty, epsilon, valid)
+            total = self._training_loss(outputs, batch, terms).loss
+            epsilon = self.ual_objective.epsilon(batch)
+            self._training_meter.add(uncertainty, epsilon, batch.trained, instruction)
         else:
-            stats = self._token_statistics(outputs, labels)
-            total = stats.smoothed(epsilon)[valid].sum()
-            self._eval_buckets.add(uncertainty, stats)
-        self._batch_uncertainty = self._captured = None
+            stats = self._token_statistics(outputs, batch.labels)
+            total = terms.value(stats.nll, stats.uniform_ce)
+            self._eval_buckets.add(uncertainty, stats, instruction)
+        self._batch_columns = {}
+        self._captured = None
 
+        normalizer = num_items_in_batch
+        if normalizer is None:
+            normalizer = self.ual_objective.normalizer(batch)
+        normalizer = torch.as_tensor(normalizer, device=total.device, dtype=torch.float64)
         # a step without any trained token gives 0, not 0/0
-        count = valid.sum() if num_items_in_batch is None else num_items_in_batch
-        return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+        return total / normalizer.clamp(min=_TINY).to(total.dtype)
 
     def _fused_inputs(self):
         if not self._captured or len(self._captured) != 1:
@@ -144,17 +177,16 @@ class UALTrainer(AxolotlTrainer):
             )
         return self.ual_head.linear_inputs(self._captured[0])
 
-    def _training_loss_sum(self, outputs, labels, epsilon) -> torch.Tensor:
+    def _training_loss(self, outputs, batch: PredictionBatch, terms):
         if self._captured is None:
-            return smoothed_cross_entropy(outputs.logits, labels, epsilon, reduction="sum")
+            return token_loss_from_logits(outputs.logits, batch.labels, terms)
         hidden, weight, bias = self._fused_inputs()
-        return linear_cross_entropy(
+        return linear_token_loss(
             hidden,
             weight,
-            labels,
-            epsilon,
+            batch.labels,
+            terms,
             bias=bias,
-            reduction="sum",
             softcap=self.ual_head.softcap,
             chunk_size=self.args.ual_loss_chunk_size,
         )

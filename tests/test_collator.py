@@ -1,4 +1,4 @@
-"""The collator lays `ual_uncertainty` out exactly like the labels, for every axolotl layout."""
+"""The collator lays UAL's side columns out exactly like the labels, for every axolotl layout."""
 
 from __future__ import annotations
 
@@ -8,23 +8,27 @@ from axolotl.utils.collators import DataCollatorForSeq2Seq, V2BatchSamplerDataCo
 from transformers import DataCollatorWithFlattening
 
 from axolotl_ual.collator import UALDataCollator
+from axolotl_ual.columns import INSTRUCTION, SEGMENT, UNCERTAINTY
+from axolotl_ual.errors import DataError
 
 
-def _sample(n, u, start=10):
+def _sample(n, u, start=10, instruction=None):
     ids = list(range(start, start + n))
-    return {
+    sample = {
         "input_ids": ids,
         "attention_mask": [1] * n,
         "labels": [-100, *ids[1:]],
-        "ual_uncertainty": [u] * n,
+        UNCERTAINTY.name: u,  # one value per sample
     }
+    if instruction is not None:
+        sample[INSTRUCTION.name] = instruction
+    return sample
 
 
-def _check_alignment(batch, expected_rows):
-    """Every non-padded label position carries its sample's uncertainty."""
-    u = batch["ual_uncertainty"]
-    assert u.shape == batch["labels"].shape and u.dtype == torch.float32
-    for row, expected in zip(u, expected_rows, strict=True):
+def _check(batch, name, expected_rows, dtype=torch.float32):
+    values = batch[name]
+    assert values.shape == batch["labels"].shape and values.dtype == dtype
+    for row, expected in zip(values, expected_rows, strict=True):
         assert row.tolist() == pytest.approx(expected)
 
 
@@ -42,13 +46,14 @@ def test_padding_follows_the_tokenizer(tiny_tokenizer, side):
     finally:
         tiny_tokenizer.padding_side = "right"
 
-    def padded(values, length=8):
-        pad = [0.0] * (length - len(values))
-        return values + pad if side == "right" else pad + values
+    def padded(values, pad=0.0, length=8):
+        fill = [pad] * (length - len(values))
+        return values + fill if side == "right" else fill + values
 
-    _check_alignment(batch, [padded([0.2] * 3), padded([0.7] * 5)])
+    _check(batch, UNCERTAINTY.name, [padded([0.2] * 3), padded([0.7] * 5)])
+    _check(batch, SEGMENT.name, [padded([0] * 3, -1), padded([1] * 5, -1)], torch.int64)
     # labels are padded the same way: -100 exactly where uncertainty is padding
-    assert ((batch["labels"] == -100) | (batch["ual_uncertainty"] > 0)).all()
+    assert ((batch["labels"] == -100) | (batch[UNCERTAINTY.name] > 0)).all()
 
 
 def test_packs_concatenate_like_labels(tiny_tokenizer):
@@ -58,22 +63,37 @@ def test_packs_concatenate_like_labels(tiny_tokenizer):
         pad_to_multiple_of=16,
         return_tensors="pt",
     )
-    packs = [[_sample(3, 0.1), _sample(4, 0.9)], [_sample(5, 0.5)]]
+    packs = [
+        [
+            _sample(3, 0.1, instruction=[False, True, True]),
+            _sample(4, 0.9, instruction=[False] * 4),
+        ],
+        [_sample(5, 0.5, instruction=[True] * 5)],
+    ]
     batch = collator(packs)
-    _check_alignment(batch, [[0.1] * 3 + [0.9] * 4 + [0.0] * 9, [0.5] * 5 + [0.0] * 11])
+    _check(batch, UNCERTAINTY.name, [[0.1] * 3 + [0.9] * 4 + [0.0] * 9, [0.5] * 5 + [0.0] * 11])
+    _check(
+        batch,
+        INSTRUCTION.name,
+        [[False, True, True] + [False] * 13, [True] * 5 + [False] * 11],
+        torch.bool,
+    )
+    # each sample of the batch has its own segment, packed or not
+    _check(batch, SEGMENT.name, [[0] * 3 + [1] * 4 + [-1] * 9, [2] * 5 + [-1] * 11], torch.int64)
     assert batch["attention_mask"][0, :7].tolist() == [1, 1, 1, 2, 2, 2, 2]  # axolotl's own packing
 
 
 def test_truncated_rows_stay_aligned(tiny_tokenizer):
-    """axolotl's `excess_length_strategy: truncate` cuts ids and labels but not our field."""
-    sample = _sample(6, 0.4)
+    """axolotl's `excess_length_strategy: truncate` cuts ids and labels but not our columns."""
+    sample = _sample(6, 0.4, instruction=[True, False, True, False, True, False])
     for key in ("input_ids", "attention_mask", "labels"):
         sample[key] = sample[key][:4]
     collator = UALDataCollator(
         tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt"
     )
     batch = collator([sample])
-    _check_alignment(batch, [[0.4] * 4])
+    _check(batch, UNCERTAINTY.name, [[0.4] * 4])
+    _check(batch, INSTRUCTION.name, [[True, False, True, False]], torch.bool)
 
 
 def test_flattening(tiny_tokenizer):
@@ -85,14 +105,15 @@ def test_flattening(tiny_tokenizer):
         return_tensors="pt",
     )
     batch = collator([_sample(2, 0.3), _sample(3, 0.6)])
-    _check_alignment(batch, [[0.3] * 2 + [0.6] * 3])
+    _check(batch, UNCERTAINTY.name, [[0.3] * 2 + [0.6] * 3])
+    _check(batch, SEGMENT.name, [[0, 0, 1, 1, 1]], torch.int64)
 
 
 def test_missing_field_says_what_to_do(tiny_tokenizer):
     sample = _sample(3, 0.1)
-    del sample["ual_uncertainty"]
+    del sample[UNCERTAINTY.name]
     collator = UALDataCollator(
         tiny_tokenizer, base_collator_cls=DataCollatorForSeq2Seq, return_tensors="pt"
     )
-    with pytest.raises(KeyError, match="every dataset must use a UAL type"):
+    with pytest.raises(DataError, match="every dataset must use a UAL type"):
         collator([sample])

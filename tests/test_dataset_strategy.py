@@ -10,7 +10,7 @@ from axolotl.utils.data.wrappers import get_dataset_wrapper
 from axolotl.utils.dict import DictDefault
 from datasets import Dataset
 
-from axolotl_ual.dataset_strategy import UNCERTAINTY_COLUMN
+from axolotl_ual.columns import INSTRUCTION, UNCERTAINTY
 from axolotl_ual.rows import CHAT, content_fields, sample_key
 from axolotl_ual.uncertainty import UncertaintyDataError, UncertaintySettings, resolve_uncertainties
 from tests.reference import read_jsonl
@@ -57,7 +57,18 @@ def test_chat_template_equals_axolotl(tiny_tokenizer, options, train_on_inputs):
     theirs = _tokenize(
         tiny_tokenizer, cfg, "chat_template", rows, field_messages="messages", **options
     )
-    _assert_same_plus_uncertainty(ours, theirs, [r["uncertainty"] for r in rows])
+    # the response tokens: what axolotl trains with only the assistant turns trained
+    response_only = _tokenize(
+        tiny_tokenizer,
+        _cfg(train_on_inputs=False),
+        "chat_template",
+        rows,
+        field_messages="messages",
+        **{**options, "roles_to_train": ["assistant"]},
+    )
+    _assert_same_plus_side_columns(ours, theirs, [r["uncertainty"] for r in rows], response_only)
+    trains_user_turns = train_on_inputs or "user" in options.get("roles_to_train", [])
+    assert any(any(flags) for flags in ours[INSTRUCTION.name]) == trains_user_turns
 
 
 @pytest.mark.parametrize("train_on_inputs", [False, True])
@@ -66,18 +77,30 @@ def test_alpaca_equals_axolotl(tiny_tokenizer, train_on_inputs):
     cfg = _cfg(train_on_inputs=train_on_inputs)
     ours = _tokenize(tiny_tokenizer, cfg, "axolotl_ual.alpaca", rows)
     theirs = _tokenize(tiny_tokenizer, cfg, "alpaca", rows)
-    _assert_same_plus_uncertainty(ours, theirs, [r["uncertainty"] for r in rows])
+    response_only = _tokenize(tiny_tokenizer, _cfg(train_on_inputs=False), "alpaca", rows)
+    _assert_same_plus_side_columns(ours, theirs, [r["uncertainty"] for r in rows], response_only)
+    assert any(any(flags) for flags in ours[INSTRUCTION.name]) == train_on_inputs
 
 
-def _assert_same_plus_uncertainty(ours, theirs, uncertainties):
-    assert set(ours.column_names) == set(theirs.column_names) | {UNCERTAINTY_COLUMN}
+def _assert_same_plus_side_columns(ours, theirs, uncertainties, response_only):
+    """axolotl's own columns unchanged; the row's uncertainty; instruction tokens = trained by
+    axolotl here but not when only the assistant turns are trained."""
+    assert set(ours.column_names) == set(theirs.column_names) | {UNCERTAINTY.name, INSTRUCTION.name}
     for column in theirs.column_names:
         assert ours[column] == theirs[column], column
     assert any(any(label != -100 for label in labels) for labels in ours["labels"])
-    for values, ids, u in zip(
-        ours[UNCERTAINTY_COLUMN], ours["input_ids"], uncertainties, strict=True
+    assert ours[UNCERTAINTY.name] == pytest.approx(uncertainties)
+    for flags, labels, reference, ids in zip(
+        ours[INSTRUCTION.name],
+        ours["labels"],
+        response_only["labels"],
+        ours["input_ids"],
+        strict=True,
     ):
-        assert len(values) == len(ids) and values == pytest.approx([u] * len(ids))
+        assert len(flags) == len(ids)
+        assert flags == [
+            lab != -100 and ref == -100 for lab, ref in zip(labels, reference, strict=True)
+        ]
 
 
 # --- resolving and validating each row's uncertainty ----------------------------------
