@@ -69,3 +69,45 @@ def smoothed_loss_reference(model_dir: Path, tokenized: list[dict], epsilons: li
         tokens += int(mask.sum())
         eps_sum += eps * int(mask.sum())
     return total / tokens, eps_sum / tokens
+
+
+@torch.no_grad()
+def instruction_loss_reference(
+    model_dir: Path,
+    tokenized: list[dict],
+    response_only: list[dict],
+    uncertainties: list[float],
+    *,
+    eps_max: float,
+    instruction_weight: float,
+    instruction_eps: float | None,
+):
+    """Instruction Modelling with its own weight and smoothing, token by token in float64:
+    sum_t w_t CE_{eps_t} / sum_t w_t, where a trained token is an instruction token when
+    axolotl's response-only tokenization (`response_only`) does not train it.
+
+    Returns (loss, mean eps over trained tokens, fraction of trained tokens that are instruction
+    tokens)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64).eval()
+    total = weights = eps_sum = 0.0
+    tokens = instruction_tokens = 0
+    for row, reference, u in zip(tokenized, response_only, uncertainties, strict=True):
+        assert row["input_ids"] == reference["input_ids"]
+        logits = model(input_ids=torch.tensor(row["input_ids"])[None]).logits[0][:-1]
+        for t, (label, response_label) in enumerate(
+            zip(row["labels"][1:], reference["labels"][1:], strict=True)
+        ):
+            if label == -100:
+                continue
+            instruction = response_label == -100
+            eps = instruction_eps if instruction and instruction_eps is not None else eps_max * u
+            w = instruction_weight if instruction else 1.0
+            ce = F.cross_entropy(logits[t : t + 1], torch.tensor([label]), label_smoothing=eps)
+            total += w * ce.item()
+            weights += w
+            eps_sum += eps
+            tokens += 1
+            instruction_tokens += instruction
+    return total / weights, eps_sum / tokens, instruction_tokens / tokens

@@ -98,11 +98,43 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
             "unknown UAL key.*ual_smothing_max .did you mean ual_smoothing_max",
         ),
         ({"ual_no_such_key": 1}, "unknown UAL key.*ual_no_such_key"),
+        # instruction modelling keys
+        ({"ual_instruction_weight": 0.5}, "ual_instruction_weight set, but no instruction token"),
+        (
+            {
+                "ual_instruction_smoothing": 0.1,
+                "datasets": [dict(UAL_DATASET, roles_to_train=["assistant"])],
+            },
+            "ual_instruction_smoothing set, but no instruction token is trained",
+        ),
+        (
+            {"ual_instruction_smoothing": 1.0, "train_on_inputs": True},
+            r"number in \[0, 1\) or 'sample'",
+        ),
+        ({"ual_instruction_weight": -1.0, "train_on_inputs": True}, "ual_instruction_weight"),
     ],
 )
 def test_invalid_configs_name_the_key(tiny_model, overrides, message):
     with pytest.raises((ValidationError, ValueError), match=message):
         validate(tiny_model, **overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train_on_inputs": True},
+        {"datasets": [dict(UAL_DATASET, roles_to_train=["user", "assistant"])]},
+        {"datasets": [dict(UAL_DATASET, message_field_training="train")]},
+    ],
+    ids=["train_on_inputs", "roles_to_train", "per-turn"],
+)
+def test_instruction_keys_where_instruction_tokens_are_trained(tiny_model, overrides):
+    cfg = validate(
+        tiny_model, ual_instruction_weight=0.3, ual_instruction_smoothing=0.0, **overrides
+    )
+    args = training_args_from_cfg(cfg)
+    assert args["ual_instruction_weight"] == 0.3 and args["ual_instruction_smoothing"] == 0.0
+    assert training_args_from_cfg(validate(tiny_model))["ual_instruction_smoothing"] == "sample"
 
 
 def test_cut_cross_entropy_plugin_switched_off_is_fine(tiny_model):

@@ -66,6 +66,8 @@ def test_two_process_data_parallel_matches_single_process_reference(
 
 
 def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
+    """QLoRA with packing, gradient checkpointing, an eval split and instruction tokens at
+    their own weight (Instruction Modelling): what a 24 GB GPU user runs."""
     cfg = ual_config(
         tiny_model,
         tmp_path,
@@ -86,6 +88,8 @@ def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
         lora_o_kernel=False,
         val_set_size=0.2,
         eval_steps=1,
+        train_on_inputs=True,
+        ual_instruction_weight=0.5,
     )
     records = train(write_config(tmp_path / "cfg.yml", cfg))
     run = json.loads((tmp_path / "out" / "ual_run.json").read_text())
@@ -97,6 +101,7 @@ def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
 
     train_logs = [r for r in records if "loss" in r]
     assert len(train_logs) == 2 and all(0 < r["ual_epsilon_mean"] < 0.2 for r in train_logs)
+    assert all(0 < r["ual_instruction_fraction"] < 1 for r in train_logs)
     evals = [r for r in records if "eval_loss" in r]
     assert evals, "no evaluation was logged"
     last = evals[-1]
@@ -108,6 +113,11 @@ def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
         last[f"eval_ual_nll_{b}"] * n for b, n in zip(buckets, tokens, strict=True) if n
     ) / sum(tokens)
     assert last["eval_ual_nll"] == pytest.approx(weighted, rel=1e-3)
+    # and split into instruction and response tokens, which add up the same way
+    kinds = {k: last[f"eval_ual_tokens_{k}"] for k in ("instruction", "response")}
+    assert all(kinds.values()) and sum(kinds.values()) == last["eval_ual_tokens"]
+    by_kind = sum(last[f"eval_ual_nll_{k}"] * n for k, n in kinds.items()) / sum(kinds.values())
+    assert last["eval_ual_nll"] == pytest.approx(by_kind, rel=1e-3)
 
 
 def test_demo_command(tmp_path):
