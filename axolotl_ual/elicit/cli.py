@@ -9,14 +9,25 @@ from __future__ import annotations
 import argparse
 
 from .. import rows as rowlib
+from ..errors import ExitCode
+from .backends import BACKENDS
 
-ELICIT_EPILOG = """\
-The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named by
---api-key-env), never from the command line, and is never written anywhere.
-Re-running the same command resumes: samples already in the cache are not sent again.
-Exit status: 0 all rows scored, 1 some rows null, 2 bad arguments/input, 3 stopped by the judge
-(bad key, unknown model, server down), 130 interrupted.
-"""
+# What each exit status means for these commands; the --help epilog is written from it.
+EXIT_STATUS = {
+    ExitCode.OK: "all rows scored",
+    ExitCode.INCOMPLETE: "some rows null (re-run to retry just those)",
+    ExitCode.USAGE: "bad arguments, input or output path (nothing sent or written)",
+    ExitCode.STOPPED: "stopped by the judge (bad key, unknown model, wrong URL, server down)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM)",
+}
+ELICIT_EPILOG = (
+    "The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
+    "by --api-key-env), never from the command line, and is never written or printed.\n"
+    "Re-running the same command resumes: samples already in the cache are not sent again.\n"
+    "Exit status: "
+    + "; ".join(f"{int(code)} {meaning}" for code, meaning in EXIT_STATUS.items())
+    + ".\n"
+)
 
 
 def _positive_int(text: str) -> int:
@@ -109,10 +120,10 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     judge = parser.add_argument_group("judge")
     judge.add_argument(
         "--backend",
-        choices=("openai", "hf", "vllm"),
+        choices=tuple(BACKENDS),
         default="openai",
-        help="openai: any OpenAI-compatible server; hf: local transformers model; "
-        "vllm: local vLLM engine (default: %(default)s)",
+        help="; ".join(f"{b.name}: {b.help}" for b in BACKENDS.values())
+        + " (default: %(default)s)",
     )
     judge.add_argument(
         "--model", required=True, help="model name on the server, or local model path/id"

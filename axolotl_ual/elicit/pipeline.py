@@ -1,17 +1,12 @@
 """The `elicit` command end to end: read, shard, reuse the cache, judge the rest, write, report.
 
-Exit codes: 0 every row scored; 1 some rows are null (everything else is written); 2 bad
-arguments or unreadable input (nothing sent); 3 the judge stopped the run (bad key, unknown
-model, server down), after writing what was scored; 130 interrupted (Ctrl-C, SIGTERM), after
-writing what was scored.
+Returns an `axolotl_ual.errors.ExitCode` (meanings: `cli.EXIT_STATUS`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,19 +93,12 @@ def _check_paths(args) -> Path:
     return Path(args.cache) if args.cache else default_cache_path(args.output or args.sidecar)
 
 
-def _display_url(url: str | None) -> str:
-    url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:  # never print credentials embedded in a URL
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return urllib.parse.urlunsplit(parts)
-
-
 def backend_options(args) -> BackendOptions:
     return BackendOptions(
         model=args.model,
         base_url=args.base_url,
         api_key_env=args.api_key_env,
+        concurrency=args.concurrency,
         timeout=args.timeout,
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
@@ -194,11 +182,11 @@ def run_elicit(args) -> int:
         if pending:
             try:
                 judge = make_judge(args.backend, method, backend_options(args))
-            except BackendError as exc:
+            except (BackendError, UsageError) as exc:
                 log(f"error: {exc}")
                 return ExitCode.USAGE
             stats = judge.stats
-            log(_describe_run(args, method, judge))
+            log(_describe_run(method, judge))
             outcome = run_judge(
                 judge,
                 pending,
@@ -239,21 +227,13 @@ def run_elicit(args) -> int:
     return ExitCode.INCOMPLETE if any(value is None for value in values) else ExitCode.OK
 
 
-def _describe_run(args, method, judge) -> str:
+def _describe_run(method, judge) -> str:
     what = method.name + (
         f" x{method.samples} (temperature {method.temperature})"
         if isinstance(method, Verbalized) and method.samples > 1
         else ""
     )
-    if args.backend == "openai":
-        key = (
-            "" if judge.has_key else f" ({args.api_key_env} is not set: sending a placeholder key)"
-        )
-        return (
-            f"judge: {what}, model {args.model!r} at {_display_url(args.base_url)}, "
-            f"concurrency {args.concurrency}{key}"
-        )
-    return f"judge: {what}, {args.backend} model {args.model!r}, batches of {judge.batch_size}"
+    return f"judge: {what}, {judge.describe()}"
 
 
 def _print_summary(

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from . import io
 from .io import DataError
 from .samples import keys_digest, prepare_samples, sidecar_rows
@@ -33,10 +33,10 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
         if not match:
-            raise DataError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
+            raise UsageError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
         index, count = int(match.group(1)), int(match.group(2))
         if count < 1 or not 0 <= index < count:
-            raise DataError(f"--shard {text}: need 0 <= i < n (shards are numbered from 0)")
+            raise UsageError(f"--shard {text}: need 0 <= i < n (shards are numbered from 0)")
         return cls(index, count)
 
     def bounds(self, total: int) -> tuple[int, int]:
@@ -151,7 +151,7 @@ def run_merge(args) -> int:
         if args.sidecar:
             samples = prepare_samples(rows, manifest.format, manifest.field_messages)
             io.write_rows(sidecar_rows(samples, values), args.sidecar)
-    except DataError as exc:
+    except (DataError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     nulls = sum(value is None for value in values)

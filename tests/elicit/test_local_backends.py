@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from axolotl_ual.elicit.methods import entropy_from_top_logprobs
+from axolotl_ual.elicit.entropy import entropy_from_top_logprobs
 from axolotl_ual.elicit.prompts import (
     LOGPROB_SCALE,
     VERBALIZED_SCALE,

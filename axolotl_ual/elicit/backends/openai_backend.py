@@ -19,12 +19,13 @@ import json
 import os
 import random
 import time
+import urllib.parse
 from typing import Any
 
 from ..methods import Judgement, Logprob, LogprobTally, Verbalized, VerbalizedTally
 from ..prompts import TokenPosition
 from ..samples import Sample
-from .base import BackendError, BackendOptions, RequestStats
+from .base import AsyncJudge, BackendError, BackendOptions, RequestStats
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 FATAL_STATUS = frozenset({401, 403, 404})
@@ -63,7 +64,16 @@ def retry_after_seconds(headers: Any) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-class OpenAIJudge:
+def display_url(url: str | None) -> str:
+    """The server URL as it may be printed: the default filled in, credentials removed."""
+    url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:  # never print credentials embedded in a URL
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urllib.parse.urlunsplit(parts)
+
+
+class OpenAIJudge(AsyncJudge):
     def __init__(self, method: Verbalized | Logprob, options: BackendOptions):
         if not isinstance(method, (Verbalized, Logprob)):
             raise BackendError(
@@ -85,9 +95,16 @@ class OpenAIJudge:
             max_retries=0,
         )
 
-    @property
-    def has_key(self) -> bool:
-        return self._secret is not None
+    def describe(self) -> str:
+        key = (
+            ""
+            if self._secret
+            else f" ({self.options.api_key_env} is not set: sending a placeholder key)"
+        )
+        return (
+            f"model {self.options.model!r} at {display_url(self.options.base_url)}, "
+            f"concurrency {self.options.concurrency}{key}"
+        )
 
     def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
