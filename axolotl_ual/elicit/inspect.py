@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rows as rowlib
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from . import io, report
 from .io import DataError
+from .output_paths import PNG, Output, check_outputs
 
 
 def load_ual_config(path: str | Path | None):
@@ -87,7 +88,9 @@ def read_uncertainties(rows: list[dict[str, Any]], field: str) -> tuple[list[flo
 
 
 def run_inspect(args) -> int:
+    png = Path(args.png) if args.png else default_png_path(args.input)
     try:
+        check_outputs([args.input, args.config], [Output("--png", png, PNG)])
         config = load_ual_config(args.config)
         rows = io.read_rows(args.input, split=args.split)
         source = config.ual_uncertainty_source.value
@@ -96,7 +99,7 @@ def run_inspect(args) -> int:
         )
         values, missing = read_uncertainties(rows, field)
         mapping = build_mapping(config, values)
-    except DataError as exc:
+    except (DataError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     import torch
@@ -129,7 +132,6 @@ def run_inspect(args) -> int:
         lines.extend(report.histogram(values))
     print("\n".join(lines))
     if values:
-        png = Path(args.png) if args.png else default_png_path(args.input)
         plot_distributions(
             values, eps, mapping, png, title=f"{Path(args.input).name}: {len(values)} scored rows"
         )

@@ -18,6 +18,7 @@ from .backends import LOCAL_BACKENDS, BackendError, BackendOptions, make_judge
 from .cache import ScoreCache, config_id, default_cache_path
 from .io import DataError
 from .methods import ENTROPY, LOGPROB, VERBALIZED, Entropy, Judgement, Logprob, Verbalized
+from .output_paths import CACHE, SIDECAR, Output, check_outputs, dataset_output
 from .runner import RunOutcome, run_judge
 from .samples import Sample, keys_digest, prepare_samples, resolve_format, sidecar_rows
 from .shards import Manifest, Shard
@@ -73,24 +74,27 @@ def build_method(args) -> Verbalized | Logprob | Entropy:
 
 
 def _check_paths(args) -> Path:
-    """Validate the output paths; return the cache path."""
+    """Validate the output paths before anything is read or sent; return the cache path."""
     if not args.output and not args.sidecar:
         raise UsageError(
             "give --output (the scored dataset) and/or --sidecar (sample_key -> "
             "uncertainty annotations)"
         )
-    written = [p for p in (args.output, args.sidecar) if p]
-    source = Path(args.input).resolve()
-    for path in written:
-        if Path(path).resolve() == source:
-            raise UsageError(f"{path} is the input: write the scored data to another path")
-    if args.output:
-        io.file_kind(args.output, for_output=True)
     if args.sidecar and io.file_kind(args.sidecar, for_output=True) != io.JSONL:
         raise UsageError(f"--sidecar {args.sidecar}: the sidecar is a .jsonl file")
     if args.shard and not args.output:
         raise UsageError("--shard needs --output: `merge` puts the shard outputs back together")
-    return Path(args.cache) if args.cache else default_cache_path(args.output or args.sidecar)
+    cache = Path(args.cache) if args.cache else default_cache_path(args.output or args.sidecar)
+    outputs = []
+    if args.output:
+        outputs.append(dataset_output("--output", args.output, args.field))
+        if args.shard:
+            outputs.append(Manifest.output(args.output))
+    if args.sidecar:
+        outputs.append(Output("--sidecar", Path(args.sidecar), SIDECAR))
+    outputs.append(Output("--cache" if args.cache else "the cache", cache, CACHE))
+    check_outputs([args.input], outputs)
+    return cache
 
 
 def backend_options(args) -> BackendOptions:
