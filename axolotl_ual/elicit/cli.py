@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .. import rows as rowlib
 from ..errors import ExitCode
@@ -51,18 +52,35 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _key_masked(run):
+    """A command that prints nothing of the API key: stdout and stderr are masked while it runs
+    (see `redact.redacted_output`), whatever prints (us, tqdm, a traceback)."""
+
+    def command(args) -> int:
+        from .redact import redacted_output
+
+        with redacted_output(os.environ.get(getattr(args, "api_key_env", "OPENAI_API_KEY"))):
+            return run(args)
+
+    command.__name__ = command.__qualname__ = run.__name__
+    return command
+
+
+@_key_masked
 def _elicit(args) -> int:
     from .pipeline import run_elicit
 
     return run_elicit(args)
 
 
+@_key_masked
 def _inspect(args) -> int:
     from .inspect import run_inspect
 
     return run_inspect(args)
 
 
+@_key_masked
 def _merge(args) -> int:
     from .shards import run_merge
 
@@ -192,7 +210,8 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=60.0,
-        help="seconds per request before it is retried (default: %(default)s)",
+        help="seconds a whole request (connect, send, every byte of the answer) may take "
+        "before it counts as a timeout and is retried (default: %(default)s)",
     )
     server.add_argument(
         "--max-retries",

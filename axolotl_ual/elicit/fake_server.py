@@ -2,8 +2,12 @@
 
 It binds 127.0.0.1 only, answers `POST /v1/chat/completions` (with `n`, `logprobs` and
 `top_logprobs`) and `GET /v1/models`, and lets a *policy* decide each reply: a score, an HTTP
-error with headers (429 + Retry-After), a delay (to cause client timeouts), an unparsable text.
-It serves at most `max_requests` requests and stops by itself after `lifetime` seconds.
+error with headers (429 + Retry-After) and a body of any shape (OpenAI's `{"error": ...}`,
+FastAPI's `{"detail": ...}`, plain text), a delay (to cause client timeouts), a body trickled
+a byte at a time, an unparsable text. `shape` writes the completion the way a given server
+does (see `SHAPES`); `prefixes` says under which paths it answers (`("/v1",)`: like vLLM, a
+URL without `/v1` gets FastAPI's 404). It serves at most `max_requests` requests and stops by
+itself after `lifetime` seconds.
 
     with FakeOpenAIServer(latency=0.5) as server:
         ...  # point `--base-url server.base_url` at it; server.requests records every request
@@ -46,8 +50,10 @@ class Reply:
     tokens: list[Token] | None = None  # logprobs of the first choice
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    error: str = "error injected by the test server"
+    error: str = "error injected by the test server"  # as {"error": {"message": error}}
+    body: str | dict | list | None = None  # sent as is instead (a str as text/plain)
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between the bytes of the body (0: all at once)
 
 
 @dataclass
@@ -131,6 +137,9 @@ def completion_body(request: Request, reply: Reply) -> dict[str, Any]:
     }
 
 
+SHAPES: dict[str, Callable[[Request, Reply], dict[str, Any]]] = {"openai": completion_body}
+
+
 class FakeOpenAIServer:
     def __init__(
         self,
@@ -140,8 +149,12 @@ class FakeOpenAIServer:
         port: int = 0,
         max_requests: int = 100_000,
         lifetime: float = 600.0,
+        shape: str = "openai",
+        prefixes: tuple[str, ...] = ("/v1", ""),
     ):
         self.policy = policy or default_policy
+        self.completion_body = SHAPES[shape]
+        self.routes = {prefix + "/chat/completions" for prefix in prefixes}
         self.latency = latency
         self.max_requests = max_requests
         self.lifetime = lifetime
@@ -239,16 +252,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # quiet
         pass
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def _send(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        trickle: float = 0.0,
+    ) -> None:
+        text = isinstance(payload, str)
+        data = payload.encode() if text else json.dumps(payload).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            if not trickle:
+                self.wfile.write(data)
+                return
+            for index in range(len(data)):  # a byte at a time: every gap shorter than a timeout
+                if self.server.owner._stopped.is_set():
+                    break
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             self.close_connection = True
 
@@ -264,8 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         owner = self.server.owner
         body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._send(404, {"error": {"message": f"no route {self.path}"}})
+        if self.path.rstrip("/") not in owner.routes:
+            self._send(404, {"detail": "Not Found"})  # what FastAPI (vLLM, SGLang...) answers
             return
         try:
             body = json.loads(body_bytes)
@@ -284,12 +312,13 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(min(wait, owner.lifetime))
         finally:
             owner._leave()
-        if reply.status != 200:
-            self._send(
-                reply.status, {"error": {"message": reply.error, "type": "test"}}, reply.headers
-            )
-            return
-        self._send(200, completion_body(request, reply), reply.headers)
+        if reply.body is not None:
+            payload = reply.body
+        elif reply.status != 200:
+            payload = {"error": {"message": reply.error, "type": "test"}}
+        else:
+            payload = owner.completion_body(request, reply)
+        self._send(reply.status, payload, reply.headers, reply.trickle)
 
 
 def main(argv: list[str] | None = None) -> int:

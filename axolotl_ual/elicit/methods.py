@@ -57,10 +57,12 @@ class Judgement:
         return cls(error=error, transient=transient)
 
 
-def _preview(replies: Sequence[str | None]) -> str:
-    text = next((r for r in replies if r), "")
-    text = " ".join(text.split())
-    return repr(text[:60] + ("..." if len(text) > 60 else "")) if text else "empty replies"
+def _preview(replies: Sequence[str | None], missing: str | None = None) -> str:
+    """The first reply with text, shortened; else what was wrong with the replies."""
+    text = " ".join(next((r for r in replies if r and r.strip()), "").split())
+    if text:
+        return repr(text[:60] + ("..." if len(text) > 60 else ""))
+    return missing or "empty replies"
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,13 @@ class Verbalized(JudgeQuestion):
     def retry_temperature(self) -> float:
         return max(self.temperature, RETRY_TEMPERATURE)
 
-    def judgement(self, scores: Sequence[float], replies: Sequence[str | None]) -> Judgement:
+    def judgement(
+        self, scores: Sequence[float], replies: Sequence[str | None], missing: str | None = None
+    ) -> Judgement:
         if not scores:
-            return Judgement.failed(f"no score in {len(replies)} replies: {_preview(replies)}")
+            return Judgement.failed(
+                f"no score in {len(replies)} replies: {_preview(replies, missing)}"
+            )
         mean = math.fsum(scores) / len(scores)
         return Judgement(mean, self.scale.uncertainty(mean), {"scores": list(scores)})
 
@@ -115,10 +121,12 @@ class Logprob(JudgeQuestion):
     def retry_temperature(self) -> float:
         return RETRY_TEMPERATURE
 
-    def judgement(self, positions: Sequence[TokenPosition], reply: str | None) -> Judgement:
+    def judgement(
+        self, positions: Sequence[TokenPosition], reply: str | None, missing: str | None = None
+    ) -> Judgement:
         found = expected_digit(positions)
         if found is None:
-            return Judgement.failed(f"no digit token in the reply {_preview([reply])}")
+            return Judgement.failed(f"no digit token in the reply: {_preview([reply], missing)}")
         expected, mass = found
         return Judgement(expected, self.scale.uncertainty(expected), {"digit_mass": mass})
 
@@ -135,6 +143,7 @@ class VerbalizedTally:
         self.method = method
         self.scores: list[float] = []
         self.unparsable: list[str | None] = []
+        self.missing: str | None = None  # what was wrong with replies that had no text
 
     def next_request(self) -> tuple[int, float] | None:
         """(how many completions to ask for, temperature), or None when done."""
@@ -146,9 +155,14 @@ class VerbalizedTally:
         )
         return missing, temperature
 
-    def add(self, replies: Sequence[str | None]) -> int:
-        """Parse `replies` (an empty list counts as one empty reply); returns how many failed."""
+    def add(self, replies: Sequence[str | None], missing: str | None = None) -> int:
+        """Parse `replies` (an empty list counts as one empty reply); returns how many failed.
+
+        `missing` says what was wrong with the replies that have no text (None), for the error.
+        """
         failed = 0
+        if missing and any(reply is None for reply in replies):
+            self.missing = missing
         for reply in list(replies) or [None]:
             score = parse_score(reply, self.method.scale.low, self.method.scale.high)
             if score is None:
@@ -159,7 +173,7 @@ class VerbalizedTally:
         return failed
 
     def judgement(self) -> Judgement:
-        return self.method.judgement(self.scores, self.unparsable)
+        return self.method.judgement(self.scores, self.unparsable, self.missing)
 
 
 class LogprobTally:
@@ -178,10 +192,12 @@ class LogprobTally:
             return None
         return 0.0 if self.attempts == 0 else self.method.retry_temperature()
 
-    def add(self, positions: Sequence[TokenPosition], reply: str | None) -> bool:
+    def add(
+        self, positions: Sequence[TokenPosition], reply: str | None, missing: str | None = None
+    ) -> bool:
         """Record one reply; returns whether it gave a score."""
         self.attempts += 1
-        self.result = self.method.judgement(positions, reply)
+        self.result = self.method.judgement(positions, reply, missing if reply is None else None)
         return self.result.ok
 
     def judgement(self) -> Judgement:

@@ -270,10 +270,16 @@ def _print_summary(
     if nulls:
         errors = {judgement.error for judgement in judgements.values() if not judgement.ok}
         lines.append("")
-        lines.append(
-            f"{nulls} rows are not scored (null in the output); re-run the same command to "
-            "score only those"
-        )
+        if outcome.fatal:  # every row would fail alike: say what to fix, not "try again"
+            lines.append(
+                f"{nulls} rows are not scored (null in the output): the judge stopped the run "
+                "(below); once that is fixed, the same command scores only those"
+            )
+        else:
+            lines.append(
+                f"{nulls} rows are not scored (null in the output); re-run the same command to "
+                "score only those"
+            )
         for error in sorted(errors)[:3]:
             lines.append(f"  e.g. {error}")
     print("\n".join(lines), flush=True)

@@ -280,21 +280,6 @@ def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
     assert sum(judge.counts.values()) < 2 * 40  # it gave up before trying every row
 
 
-def test_unreachable_server(tmp_path, run_elicit):
-    import socket
-
-    with socket.socket() as probe:  # a loopback port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
-    code, stdout, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url http://127.0.0.1:{port}/v1 --model judge --max-retries 1 --backoff-base 0.01"
-    )
-    assert code == 1
-    assert "connection error after 2 attempts" in stderr
-    assert "null      3 rows" in stdout
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
