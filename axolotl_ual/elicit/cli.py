@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from .. import rows as rowlib
@@ -47,8 +48,20 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
+    return value
+
+
+MAX_TEMPERATURE = 2.0  # OpenAI's range; above it sampling is close to uniform noise
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN included
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {text}"
+        )
     return value
 
 
@@ -155,14 +168,14 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     )
     judge.add_argument(
         "--samples",
-        type=int,
+        type=_positive_int,
         default=1,
         help="verbalized scores averaged per sample (default: %(default)s)",
     )
     judge.add_argument(
         "--temperature",
-        type=float,
-        help="judge temperature (default: 0 for one sample, 0.7 for several)",
+        type=_temperature,
+        help="judge temperature, 0 to 2 (default: 0 for one sample, 0.7 for several)",
     )
     judge.add_argument(
         "--max-tokens",
@@ -174,7 +187,8 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         "--top-logprobs",
         type=_positive_int,
         default=20,
-        help="alternatives per token for logprob, and for entropy on vllm (default: %(default)s)",
+        help="alternatives per token for logprob (1-20 on the openai backend), and for entropy "
+        "on vllm (default: %(default)s)",
     )
     judge.add_argument(
         "--parse-retries",

@@ -35,9 +35,18 @@ def score_field(field: str) -> str:
     return f"{field}_score"
 
 
+# OpenAI's limit on top_logprobs, and vLLM's default --max-logprobs.
+MAX_API_TOP_LOGPROBS = 20
+
+
 def build_method(args) -> Verbalized | Logprob | Entropy:
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    if args.backend == "openai" and not 1 <= args.top_logprobs <= MAX_API_TOP_LOGPROBS:
+        raise UsageError(
+            f"--top-logprobs {args.top_logprobs}: OpenAI-compatible servers accept 1 to "
+            f"{MAX_API_TOP_LOGPROBS} (OpenAI's limit, vLLM's default --max-logprobs)"
+        )
     if args.method != VERBALIZED and args.samples != 1:
         raise UsageError(
             f"--samples applies to --method verbalized only (the {args.method} method "

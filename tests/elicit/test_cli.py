@@ -63,6 +63,24 @@ def test_bad_flags_are_refused(argv, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--temperature -1", "must be between 0 (greedy) and 2, got -1"),
+        ("--temperature 2.5", "must be between 0 (greedy) and 2, got 2.5"),
+        ("--temperature nan", "must be between 0 (greedy) and 2, got nan"),
+        ("--samples 0", "must be at least 1, got 0"),
+        ("--timeout inf", "must be a finite number greater than 0, got inf"),
+        ("--top-logprobs 0", "must be at least 1, got 0"),
+    ],
+)
+def test_impossible_sampling_settings_are_refused_while_parsing(flag, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["elicit", "d.jsonl", "-o", "o.jsonl", "--model", "m", *flag.split()])
+    assert exit_info.value.code == 2
+    assert f"argument {flag.split()[0]}: {message}" in capsys.readouterr().err
+
+
 def test_help_is_light():
     """`--help` imports none of the heavy libraries."""
     code = (

@@ -288,6 +288,7 @@ def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
         ("--method logprob --samples 2", "--samples applies to --method verbalized only"),
         ("--shard 4/4", "need 0 <= i < n"),
         ("--field messages", "is the sample's content"),
+        ("--method logprob --top-logprobs 21", "--top-logprobs 21: OpenAI-compatible servers"),
     ],
 )
 def test_usage_errors(tmp_path, run_elicit, flags, message):
