@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from .chat_render import encode_response
 from .prompts import (
     LOGPROB_SCALE,
+    PARSER_VERSION,
     PROMPT_VERSION,
     VERBALIZED_SCALE,
     Scale,
@@ -91,6 +92,7 @@ class Verbalized(JudgeQuestion):
             "samples": self.samples,
             "temperature": self.temperature,
             "prompt": PROMPT_VERSION,
+            "parser": PARSER_VERSION,
         }
 
     def retry_temperature(self) -> float:
