@@ -86,19 +86,22 @@ def test_what_was_scored_before_the_stop_is_written(tmp_path, judge_server, run_
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_key_stops_at_once_and_is_not_echoed(tmp_path, judge_server, status):
+def test_a_refused_key_stops_at_once_and_is_not_echoed(
+    tmp_path, judge_server, run_elicit, monkeypatch, status
+):
     secret = "sk-test-refused-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
     judge = ScriptedJudge(
         lambda i, k, request: Reply(status=status, error=f"bad key {request.authorization}")
     )
     server = judge_server(judge)
-    result = elicit_in_subprocess(
-        tmp_path, server, 30, "--concurrency 2 --max-retries 5", key=secret
+    code, stdout, stderr = elicit(
+        run_elicit, tmp_path, server.base_url, 30, "--concurrency 2 --max-retries 5"
     )
-    assert result.returncode == 3, result.stderr
-    assert f"the server refused the API key (HTTP {status}: bad key Bearer ***)" in result.stderr
-    assert "check OPENAI_API_KEY" in result.stderr
-    assert secret[8:16] not in result.stdout + result.stderr
+    assert code == 3, stderr
+    assert f"the server refused the API key (HTTP {status}: bad key Bearer ***)" in stderr
+    assert "check OPENAI_API_KEY" in stderr
+    assert secret[8:16] not in stdout + stderr
     assert len(server.requests) <= 2  # never retried
 
 
