@@ -13,6 +13,7 @@ import os
 from .. import rows as rowlib
 from ..errors import ExitCode
 from .backends import BACKENDS
+from .methods import DEFAULT_MIN_DIGIT_MASS
 
 # What each exit status means for these commands; the --help epilog is written from it.
 EXIT_STATUS = {
@@ -62,6 +63,13 @@ def _temperature(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {text}"
         )
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # NaN included
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -189,6 +197,13 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         default=20,
         help="alternatives per token for logprob (1-20 on the openai backend), and for entropy "
         "on vllm (default: %(default)s)",
+    )
+    judge.add_argument(
+        "--min-digit-mass",
+        type=_fraction,
+        default=DEFAULT_MIN_DIGIT_MASS,
+        help="logprob: a row whose judge put less than this probability on the digit tokens "
+        "is null: its answer is not a score (default: %(default)s)",
     )
     judge.add_argument(
         "--parse-retries",

@@ -35,6 +35,7 @@ VERBALIZED, LOGPROB, ENTROPY = "verbalized", "logprob", "entropy"
 METHODS = (VERBALIZED, LOGPROB, ENTROPY)
 # An unparsable reply is asked again with at least this temperature, so the retry can differ.
 RETRY_TEMPERATURE = 0.7
+DEFAULT_MIN_DIGIT_MASS = 0.5
 
 
 @dataclass
@@ -54,8 +55,10 @@ class Judgement:
         return self.uncertainty is not None
 
     @classmethod
-    def failed(cls, error: str, *, transient: bool = False) -> Judgement:
-        return cls(error=error, transient=transient)
+    def failed(
+        cls, error: str, *, transient: bool = False, detail: dict[str, Any] | None = None
+    ) -> Judgement:
+        return cls(error=error, transient=transient, detail=detail or {})
 
 
 def _preview(replies: Sequence[str | None], missing: str | None = None) -> str:
@@ -98,6 +101,9 @@ class Verbalized(JudgeQuestion):
     def retry_temperature(self) -> float:
         return max(self.temperature, RETRY_TEMPERATURE)
 
+    def reusable(self, judgement: Judgement) -> bool:
+        return True
+
     def judgement(
         self, scores: Sequence[float], replies: Sequence[str | None], missing: str | None = None
     ) -> Judgement:
@@ -112,6 +118,10 @@ class Verbalized(JudgeQuestion):
 @dataclass(frozen=True)
 class Logprob(JudgeQuestion):
     top_logprobs: int = 20
+    # Below this probability on the digit tokens the judge is not answering with a score: the
+    # row is null (see docs/elicit.md for the default). Not part of the cache key: cached
+    # scores are checked against it when reused.
+    min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS
     # A few tokens, so a reply starting with a space, quote or "**" still reaches its digit.
     max_tokens: int = 4
     name: str = LOGPROB
@@ -129,8 +139,23 @@ class Logprob(JudgeQuestion):
         found = expected_digit(positions)
         if found is None:
             return Judgement.failed(f"no digit token in the reply: {_preview([reply], missing)}")
-        expected, mass = found
-        return Judgement(expected, self.scale.uncertainty(expected), {"digit_mass": mass})
+        return self.from_digits(*found)
+
+    def from_digits(self, expected: float, mass: float) -> Judgement:
+        """The judgement of an expected digit read where `mass` of the probability is on the
+        digit tokens: null when that is below `min_digit_mass` (the mass is kept either way)."""
+        detail = {"digit_mass": mass}
+        if not mass >= self.min_digit_mass:  # NaN included
+            return Judgement.failed(
+                f"only {mass:.1%} of the judge's probability is on the digit tokens (below "
+                f"--min-digit-mass {self.min_digit_mass:g}): its answer is not a score",
+                detail=detail,
+            )
+        return Judgement(expected, self.scale.uncertainty(expected), detail)
+
+    def reusable(self, judgement: Judgement) -> bool:
+        """Whether a cached judgement still passes `min_digit_mass`."""
+        return judgement.detail.get("digit_mass", 1.0) >= self.min_digit_mass
 
 
 class VerbalizedTally:
@@ -187,10 +212,10 @@ class LogprobTally:
         self.result: Judgement | None = None
 
     def next_request(self) -> float | None:
-        """The temperature of the next request, or None when done."""
-        if (
-            self.result is not None and self.result.ok
-        ) or self.attempts > self.method.parse_retries:
+        """The temperature of the next request, or None when done: scored, or read with too
+        little mass on the digits (asking again would only sample until one looks better)."""
+        read = self.result is not None and "digit_mass" in self.result.detail
+        if read or self.attempts > self.method.parse_retries:
             return None
         return 0.0 if self.attempts == 0 else self.method.retry_temperature()
 
@@ -237,6 +262,9 @@ class Entropy:
             "max_length": self.max_length,
             "top_logprobs": self.top_logprobs,
         }
+
+    def reusable(self, judgement: Judgement) -> bool:
+        return True
 
     def encode(self, tokenizer, sample: Sample) -> tuple[list[int], list[bool]]:
         """Token ids of the sample and, per token, whether it is a response token (what H is

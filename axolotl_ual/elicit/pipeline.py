@@ -35,6 +35,16 @@ def score_field(field: str) -> str:
     return f"{field}_score"
 
 
+def digit_mass_field(field: str) -> str:
+    """`--method logprob`: the column of the probability the judge put on the digit tokens."""
+    return f"{field}_digit_mass"
+
+
+# A run whose mean digit mass is below this gets a warning: a judge that follows the prompt puts
+# nearly all of its probability on the digits (see docs/elicit.md).
+LOW_DIGIT_MASS = 0.75
+
+
 # OpenAI's limit on top_logprobs, and vLLM's default --max-logprobs.
 MAX_API_TOP_LOGPROBS = 20
 
@@ -62,6 +72,7 @@ def build_method(args) -> Verbalized | Logprob | Entropy:
     if args.method == LOGPROB:
         return Logprob(
             top_logprobs=args.top_logprobs,
+            min_digit_mass=args.min_digit_mass,
             parse_retries=args.parse_retries,
             max_chars=args.max_chars,
         )
@@ -127,19 +138,22 @@ def scored_rows(
     samples: Sequence[Sample],
     judgements: dict[str, Judgement],
     field: str,
+    digit_mass: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every row, in order, with every column, plus the uncertainty and raw score (or None)."""
+    """Every row, in order, with every column, plus the uncertainty and raw score (or None),
+    and with `digit_mass` the probability on the digit tokens (also for rows it nulled)."""
     out = []
     for row, sample in zip(rows, samples, strict=True):
         judgement = judgements.get(sample.key)
         ok = judgement is not None and judgement.ok
-        out.append(
-            {
-                **row,
-                field: judgement.uncertainty if ok else None,
-                score_field(field): judgement.score if ok else None,
-            }
-        )
+        scored = {
+            **row,
+            field: judgement.uncertainty if ok else None,
+            score_field(field): judgement.score if ok else None,
+        }
+        if digit_mass:
+            scored[digit_mass_field(field)] = judgement and judgement.detail.get("digit_mass")
+        out.append(scored)
     return out
 
 
@@ -151,7 +165,7 @@ def run_elicit(args) -> int:
         rows = io.read_rows(args.input, split=args.split)
         fmt = resolve_format(rows, args.format, args.field_messages)
         fields = rowlib.content_fields(fmt, args.field_messages)
-        for column in (args.field, score_field(args.field)):
+        for column in (args.field, score_field(args.field), digit_mass_field(args.field)):
             if column in fields:
                 raise UsageError(
                     f"--field {args.field}: the column {column!r} is the sample's content"
@@ -178,7 +192,11 @@ def run_elicit(args) -> int:
 
     config = config_id(args.model, {"backend": args.backend, **method.identity()})
     with ScoreCache(cache_path, config=config, method=method.name, model=args.model) as cache:
-        judgements: dict[str, Judgement] = {key: cache.get(key) for key in unique if key in cache}
+        judgements: dict[str, Judgement] = {
+            key: cache.get(key)
+            for key in unique
+            if key in cache and method.reusable(cache.get(key))
+        }
         pending = [sample for key, sample in unique.items() if key not in judgements]
         where = f" rows {start}-{stop - 1} (shard {shard})" if shard else ""
         log(
@@ -210,7 +228,9 @@ def run_elicit(args) -> int:
             )
             judgements.update(outcome.judgements)
 
-    output_rows = scored_rows(rows, samples, judgements, args.field)
+    output_rows = scored_rows(
+        rows, samples, judgements, args.field, digit_mass=isinstance(method, Logprob)
+    )
     values = [row[args.field] for row in output_rows]
     if args.output:
         io.write_rows(output_rows, args.output)
@@ -230,7 +250,9 @@ def run_elicit(args) -> int:
     if args.sidecar:
         io.write_rows(sidecar_rows(samples, values), args.sidecar)
     from_cache = len(unique) - len(pending)
-    _print_summary(args, values, len(unique), from_cache, judgements, outcome, stats, cache_path)
+    _print_summary(
+        args, method, values, len(unique), from_cache, judgements, outcome, stats, cache_path
+    )
     if outcome.interrupted:
         log("interrupted: everything scored so far is written; re-run the same command to resume")
         return ExitCode.INTERRUPTED
@@ -249,8 +271,31 @@ def _describe_run(method, judge) -> str:
     return f"judge: {what}, {judge.describe()}"
 
 
+def _digit_mass_report(method, judgements: dict[str, Judgement]) -> tuple[list[str], list[str]]:
+    """`--method logprob`: (summary lines on the digit mass, warnings)."""
+    masses = [j.detail["digit_mass"] for j in judgements.values() if "digit_mass" in j.detail]
+    if not isinstance(method, Logprob) or not masses:
+        return [], []
+    mean, low = math.fsum(masses) / len(masses), min(masses)
+    below = sum(mass < method.min_digit_mass for mass in masses)
+    lines = [
+        f"  digits    mean {mean:.1%}, min {low:.1%} of the judge's probability on the digit "
+        f"tokens ({len(masses)} samples; {below} below --min-digit-mass "
+        f"{method.min_digit_mass:g}, null)"
+    ]
+    warnings = []
+    if mean < LOW_DIGIT_MASS:
+        warnings.append(
+            f"warning: the judge put on average only {mean:.1%} of its probability on the digit "
+            f"tokens (min {low:.1%}): much of the time it is not answering with a digit, so its "
+            "scores say little. Use an instruction-tuned judge that follows the prompt, or "
+            "--method verbalized."
+        )
+    return lines, warnings
+
+
 def _print_summary(
-    args, values, unique: int, from_cache: int, judgements, outcome, stats, cache_path
+    args, method, values, unique: int, from_cache: int, judgements, outcome, stats, cache_path
 ) -> None:
     scored = [value for value in values if value is not None]
     nulls = len(values) - len(scored)
@@ -269,6 +314,8 @@ def _print_summary(
             f"  time      {outcome.elapsed:.1f} s ({rate:.1f} samples/s); client CPU "
             f"{outcome.cpu:.2f} s ({per_request:.2f} ms per request)"
         )
+    digit_lines, warnings = _digit_mass_report(method, judgements)
+    lines.extend(digit_lines)
     written = [p for p in (args.output, args.sidecar) if p]
     lines.append(f"  written   {', '.join(written)} (cache: {cache_path})")
     if scored:
@@ -291,4 +338,7 @@ def _print_summary(
             )
         for error in sorted(errors)[:3]:
             lines.append(f"  e.g. {error}")
+    if warnings:
+        lines.append("")
+        lines.extend(warnings)
     print("\n".join(lines), flush=True)

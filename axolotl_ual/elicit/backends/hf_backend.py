@@ -165,9 +165,7 @@ class HFJudge(BatchJudge):
                 if not (total > 0 and math.isfinite(value)):
                     judgements.append(Judgement.failed("no probability on any digit token"))
                     continue
-                judgements.append(
-                    Judgement(value, self.method.scale.uncertainty(value), {"digit_mass": total})
-                )
+                judgements.append(self.method.from_digits(value, total))
         return judgements
 
     # ------------------------------------------------------------------ entropy
