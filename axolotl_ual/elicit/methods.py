@@ -171,6 +171,7 @@ class VerbalizedTally:
         self.scores: list[float] = []
         self.unparsable: list[str | None] = []
         self.missing: str | None = None  # what was wrong with replies that had no text
+        self.replies: list[str] = []  # every reply's text, to tell sampling from repetition
 
     def next_request(self) -> tuple[int, float] | None:
         """(how many completions to ask for, temperature), or None when done."""
@@ -191,6 +192,7 @@ class VerbalizedTally:
         if missing and any(reply is None for reply in replies):
             self.missing = missing
         for reply in list(replies) or [None]:
+            self.replies.append(" ".join((reply or "").split()))
             score = parse_score(reply, self.method.scale.low, self.method.scale.high)
             if score is None:
                 self.unparsable.append(reply)
@@ -198,6 +200,11 @@ class VerbalizedTally:
             elif len(self.scores) < self.method.samples:
                 self.scores.append(score)
         return failed
+
+    @property
+    def identical(self) -> bool | None:
+        """Whether all of several replies were the same text (None: fewer than two)."""
+        return len(set(self.replies)) == 1 if len(self.replies) > 1 else None
 
     def judgement(self) -> Judgement:
         return self.method.judgement(self.scores, self.unparsable, self.missing)

@@ -294,6 +294,30 @@ def _digit_mass_report(method, judgements: dict[str, Judgement]) -> tuple[list[s
     return lines, warnings
 
 
+# Fewer samples than this with identical replies can be a judge that is simply sure of them.
+MIN_SAMPLES_FOR_REPETITION = 20
+
+
+def _repetition_warning(method, stats) -> list[str]:
+    """`--samples K`: a warning when every sample's K replies were the same text."""
+    if not isinstance(method, Verbalized) or stats is None:
+        return []
+    if stats.sampled < MIN_SAMPLES_FOR_REPETITION or stats.identical < stats.sampled:
+        return []
+    ignored = (
+        f", and it answered {stats.ignored_n} requests for n > 1 with fewer completions"
+        if stats.ignored_n
+        else ""
+    )
+    return [
+        f"warning: the {method.samples} replies to each sample were identical for all "
+        f"{stats.sampled} samples scored with --samples {method.samples}{ignored}: the server "
+        "most likely ignores `temperature` (and `n`), as transformers serve does, so each score "
+        "is one greedy reply repeated, not an average; use a server that samples (vLLM, "
+        "llama.cpp, SGLang, OpenAI) or --samples 1"
+    ]
+
+
 def _print_summary(
     args, method, values, unique: int, from_cache: int, judgements, outcome, stats, cache_path
 ) -> None:
@@ -315,6 +339,7 @@ def _print_summary(
             f"{outcome.cpu:.2f} s ({per_request:.2f} ms per request)"
         )
     digit_lines, warnings = _digit_mass_report(method, judgements)
+    warnings += _repetition_warning(method, stats)
     lines.extend(digit_lines)
     written = [p for p in (args.output, args.sidecar) if p]
     lines.append(f"  written   {', '.join(written)} (cache: {cache_path})")

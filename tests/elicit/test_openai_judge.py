@@ -366,3 +366,43 @@ def test_a_judge_that_does_not_answer_with_digits_is_warned_about(
     assert code == 1
     assert [r["uncertainty"] for r in read_jsonl(tmp_path / "out.jsonl")] == [None] * 3
     assert "warning: the judge put on average only 4.0% of its probability on the digit" in stdout
+
+
+def greedy(i: int, k: int, request) -> Reply:
+    """A server that ignores `n` and `temperature` (transformers serve): one greedy reply."""
+    return Reply([f"Score: {expected_score(i)}"])
+
+
+REPETITION = "warning: the 3 replies to each sample were identical for all"
+
+
+def test_a_server_that_ignores_n_and_temperature_is_noticed_once(
+    tmp_path, judge_server, run_elicit
+):
+    server = judge_server(ScriptedJudge(greedy))
+    code, stdout, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 25, "--samples 3")
+    assert code == 0, stderr
+    assert stdout.count(REPETITION) == 1
+    assert (
+        f"{REPETITION} 25 samples scored with --samples 3, and it answered 50 requests for "
+        "n > 1 with fewer completions: the server most likely ignores `temperature`" in stdout
+    )
+
+
+def test_no_repetition_warning_for_a_handful_of_rows_or_a_server_that_samples(
+    tmp_path, judge_server, run_elicit
+):
+    server = judge_server(ScriptedJudge(greedy))
+    code, stdout, _ = elicit_chat_rows(run_elicit, tmp_path, server, 5, "--samples 3")
+    assert code == 0 and REPETITION[:30] not in stdout  # 5 sure answers prove nothing
+
+    def sampling(i, k, request):  # most rows agree with themselves, a few do not
+        if i % 8 == 0:
+            return Reply(["3", "4", "3"][: request.n])
+        return Reply([str(expected_score(i))] * request.n)
+
+    server = judge_server(ScriptedJudge(sampling))
+    code, stdout, _ = elicit_chat_rows(
+        run_elicit, tmp_path, server, 25, f"--samples 3 --cache {tmp_path / 'other.jsonl'}"
+    )
+    assert code == 0 and REPETITION[:30] not in stdout

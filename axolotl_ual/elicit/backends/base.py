@@ -46,6 +46,17 @@ class RequestStats:
     requests: int = 0
     retries: Counter = field(default_factory=Counter)
     unparsable: int = 0
+    # --samples K: samples that got several replies, those whose replies were all the same text,
+    # and requests for n > 1 completions answered with fewer (a server that ignores `n`)
+    sampled: int = 0
+    identical: int = 0
+    ignored_n: int = 0
+
+    def count_replies(self, tally) -> None:
+        """Note whether a finished `VerbalizedTally`'s replies were all the same."""
+        if tally.identical is not None:
+            self.sampled += 1
+            self.identical += tally.identical
 
     def describe(self) -> str:
         parts = [f"{self.requests} requests"]
@@ -110,4 +121,7 @@ def judge_verbalized_batch(method, samples, generate, stats: RequestStats):
         for index, texts in zip(indices, replies, strict=True):
             stats.unparsable += tallies[index].add(texts)
 
-    return drive_tallies(tallies, ask)
+    judgements = drive_tallies(tallies, ask)
+    for tally in tallies:
+        stats.count_replies(tally)
+    return judgements

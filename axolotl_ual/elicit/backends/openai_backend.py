@@ -53,8 +53,10 @@ class OpenAIJudge(AsyncJudge):
                 messages, temperature=temperature, max_tokens=self.method.max_tokens, **extra
             )
             choices = _choices(reply)[:n]
+            self.stats.ignored_n += len(choices) < n
             texts = [_message_text(choice) for choice in choices]
             self.stats.unparsable += tally.add(texts, missing=_why_no_text(choices[0]))
+        self.stats.count_replies(tally)
         return tally.judgement()
 
     async def _logprob(self, messages) -> Judgement:
