@@ -186,7 +186,11 @@ class OpenAIChatClient:
         )
 
     def describe(self) -> str:
-        key = "" if self._has_key else f" ({self.options.api_key_env} is not set: no key sent)"
+        key = (
+            ""
+            if self._has_key
+            else f" ({self.options.api_key_env} is not set: sending a placeholder key)"
+        )
         return f"model {self.options.model!r} at {self.url}{key}"
 
     async def aclose(self) -> None:
@@ -261,7 +265,7 @@ class OpenAIChatClient:
         if status in MODEL_STATUS and names_model(message, model):
             raise BackendError(
                 f"the server does not serve the model {model!r} ({said}): check --model "
-                f"(GET {self.url.rstrip('/')}/models lists what it serves)"
+                f"(most servers list theirs at GET {self.url.rstrip('/')}/models)"
             )
         if status in ROUTE_STATUS:
             raise BackendError(

@@ -310,11 +310,11 @@ def _repetition_warning(method, stats) -> list[str]:
         else ""
     )
     return [
-        f"warning: the {method.samples} replies to each sample were identical for all "
-        f"{stats.sampled} samples scored with --samples {method.samples}{ignored}: the server "
-        "most likely ignores `temperature` (and `n`), as transformers serve does, so each score "
-        "is one greedy reply repeated, not an average; use a server that samples (vLLM, "
-        "llama.cpp, SGLang, OpenAI) or --samples 1"
+        f"warning: every sample's replies were identical ({stats.sampled} samples with several "
+        f"replies under --samples {method.samples}){ignored}: the server most likely ignores "
+        "`temperature` (and `n`), as transformers serve does, so each score is one greedy "
+        "reply repeated, not an average; use a server that samples (vLLM, llama.cpp, SGLang, "
+        "OpenAI) or --samples 1"
     ]
 
 

@@ -7,6 +7,7 @@ Sending them (whole-request timeouts, retries, backoff, the error policy, server
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...errors import UsageError
@@ -15,6 +16,9 @@ from ..methods import Judgement, Logprob, LogprobTally, Verbalized, VerbalizedTa
 from ..prompts import TokenPosition
 from ..samples import Sample
 from .base import AsyncJudge, BackendError, BackendOptions
+
+# A server's refusal of `n` > 1 (llama.cpp: "Only one completion choice is allowed").
+N_REFUSED = re.compile(r"completion choice|\bn\b.*(?:must|only|support)", re.I)
 
 
 class OpenAIJudge(AsyncJudge):
@@ -28,6 +32,7 @@ class OpenAIJudge(AsyncJudge):
         self.client = OpenAIChatClient(options)
         self.stats = self.client.stats
         self.concurrency = options.concurrency
+        self.one_choice = False  # the server refused `n` > 1: ask for one completion at a time
 
     def describe(self) -> str:
         return f"{self.client.describe()}, concurrency {self.concurrency}"
@@ -48,12 +53,19 @@ class OpenAIJudge(AsyncJudge):
         tally = VerbalizedTally(self.method)
         while request := tally.next_request():
             n, temperature = request
-            extra = {"n": n} if n > 1 else {}  # servers that ignore `n` are asked again
-            reply = await self.client.complete(
-                messages, temperature=temperature, max_tokens=self.method.max_tokens, **extra
-            )
+            # one completion per request where `n` is refused; one that ignores it is asked again
+            extra = {"n": n} if n > 1 and not self.one_choice else {}
+            try:
+                reply = await self.client.complete(
+                    messages, temperature=temperature, max_tokens=self.method.max_tokens, **extra
+                )
+            except RequestFailed as exc:
+                if extra and N_REFUSED.search(exc.server_message):
+                    self.one_choice = True  # for every sample from now on
+                    continue
+                raise
             choices = _choices(reply)[:n]
-            self.stats.ignored_n += len(choices) < n
+            self.stats.ignored_n += bool(extra) and len(choices) < n
             texts = [_message_text(choice) for choice in choices]
             self.stats.unparsable += tally.add(texts, missing=_why_no_text(choices[0]))
         self.stats.count_replies(tally)
