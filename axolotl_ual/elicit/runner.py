@@ -8,6 +8,10 @@ Every result goes to the cache the moment it exists, then to the progress bar.
 The run ends early, keeping everything recorded so far, on Ctrl-C or SIGTERM (`interrupted`),
 on a `BackendError` (`fatal`: bad key, unknown model...), or when many samples in a row have
 failed after all their retries (`fatal`: the server is down or overloaded).
+
+Nothing here depends on what the work is: an item needs a `.key`, a result `.ok`, `.error` and
+`.transient`, the store an `add(key, result)` that writes durably; an `AsyncJudge` is anything
+with `async judge(item)` and `aclose()`, e.g. a generator around `client.OpenAIChatClient`.
 """
 
 from __future__ import annotations
