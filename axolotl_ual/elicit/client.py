@@ -158,12 +158,10 @@ def _shorten(text: str) -> str:
 
 
 def names_model(message: str, model: str) -> bool:
-    """Whether an error message is about `model`: it quotes the name, or (4+ characters) names
-    it as a word."""
-    escaped = re.escape(model)
-    if re.search(rf"['\"`]{escaped}['\"`]", message):
-        return True
-    return len(model) >= 4 and re.search(rf"(?<![\w.-]){escaped}(?![\w.-])", message) is not None
+    """Whether an error message is about `model`: it quotes the name ('x', "x" or `x`, as
+    vLLM, OpenAI, Ollama and transformers serve do). Unquoted mentions are not enough: "This
+    model's maximum context length..." is about one prompt, whatever the model is called."""
+    return re.search(rf"['\"`]{re.escape(model)}['\"`]", message) is not None
 
 
 class OpenAIChatClient:

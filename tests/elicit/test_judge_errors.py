@@ -124,6 +124,10 @@ def test_a_refused_key_stops_at_once_and_is_not_echoed(
             Reply(status=400, body={"error": "prompt too long for this judge"}),
             "HTTP 400: prompt too long for this judge",
         ),
+        (  # about one prompt, though it names the model (--model tiny): the run goes on
+            Reply(status=400, body={"error": {"message": "tiny's maximum context is 2048"}}),
+            "HTTP 400: tiny's maximum context is 2048",
+        ),
         (  # a text body (a proxy), shown after the retries
             Reply(status=502, body="<html><body>upstream connect error</body></html>"),
             "HTTP 502 after 2 attempts: <html><body>upstream connect error</body></html>",
