@@ -10,7 +10,7 @@ server's JSON reply as a dict. What it does about failures:
   `Retry-After` or `retry-after-ms` header is waited for exactly (capped at 10 minutes). The
   openai client's own retries are off, so every retry is counted in `stats`.
 - **Stops the run** (`BackendError`, with a hint): 401/403 (the key), 404/405 (the URL, or the
-  model when the server's message names it), 400/422 whose message names the model, and
+  model when the server's message quotes it), 400/422 whose message quotes the model, and
   connection errors before the server has ever answered (nothing is listening at the URL).
   These fail every request alike, so retrying or going on would only null every row.
 - **Fails this request only** (`RequestFailed`): any other 4xx (e.g. a prompt longer than the
