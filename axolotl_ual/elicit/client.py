@@ -19,6 +19,9 @@ server's JSON reply as a dict. What it does about failures:
 
 Every HTTP error message carries the server's own words (`error.message`, FastAPI's `detail`
 as a string or a list of validation errors, a top-level `message`, or the start of a text body).
+`choices_of`, `message_text` and `why_no_text` read a reply, saying what was wrong with one
+that has no usable choice or text.
+
 The API key is read from the environment and given to the HTTP client only; this module never
 prints it, and the command entry points mask it in all output (`redact.redacted_output`).
 """
@@ -289,3 +292,41 @@ def _json_object(text: str) -> dict[str, Any]:
             f"the reply is not a chat completion: {str(text)[:80]!r}", transient=False
         )
     return data
+
+
+# --------------------------------------------------------------------------- reading replies
+
+
+def choices_of(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reply's choices; a reply without any fails the request, saying what it held."""
+    if "choices" not in reply:
+        said = server_message(reply) if reply else "an empty object"
+        raise RequestFailed(f"the reply has no 'choices': {said}", transient=False)
+    choices = reply["choices"]
+    if not isinstance(choices, list) or not any(isinstance(c, dict) for c in choices):
+        what = "an empty list" if choices == [] else f"{type(choices).__name__} {choices!r:.60}"
+        raise RequestFailed(f"the reply's 'choices' is {what}", transient=False)
+    return [choice for choice in choices if isinstance(choice, dict)]
+
+
+def message_text(choice: dict[str, Any]) -> str | None:
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else None
+
+
+def why_no_text(choice: dict[str, Any]) -> str:
+    """What was wrong with a choice that has no reply text, for the row's error."""
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return "a choice without a 'message'"
+    content = message.get("content")
+    if content is None:
+        if message.get("reasoning_content") or message.get("reasoning"):
+            return "null message content, only reasoning (raise --max-tokens)"
+        if message.get("tool_calls"):
+            return "null message content, a tool call instead"
+        return "null message content"
+    if not isinstance(content, str):
+        return f"message content of type {type(content).__name__}"
+    return "empty message content"

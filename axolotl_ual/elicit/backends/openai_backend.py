@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ...errors import UsageError
-from ..client import OpenAIChatClient, RequestFailed, server_message
+from ..client import OpenAIChatClient, RequestFailed, choices_of, message_text, why_no_text
 from ..methods import Judgement, Logprob, LogprobTally, Verbalized, VerbalizedTally
 from ..prompts import TokenPosition
 from ..samples import Sample
@@ -64,10 +64,10 @@ class OpenAIJudge(AsyncJudge):
                     self.one_choice = True  # for every sample from now on
                     continue
                 raise
-            choices = _choices(reply)[:n]
+            choices = choices_of(reply)[:n]
             self.stats.ignored_n += bool(extra) and len(choices) < n
-            texts = [_message_text(choice) for choice in choices]
-            self.stats.unparsable += tally.add(texts, missing=_why_no_text(choices[0]))
+            texts = [message_text(choice) for choice in choices]
+            self.stats.unparsable += tally.add(texts, missing=why_no_text(choices[0]))
         self.stats.count_replies(tally)
         return tally.judgement()
 
@@ -81,52 +81,17 @@ class OpenAIJudge(AsyncJudge):
                 logprobs=True,
                 top_logprobs=self.method.top_logprobs,
             )
-            choice = _choices(reply)[0]
+            choice = choices_of(reply)[0]
             if choice.get("logprobs") is None:
                 raise BackendError(
                     "the server answered without logprobs: the logprob method needs a server "
                     "that supports `logprobs` and `top_logprobs` (vLLM, llama.cpp, OpenAI; see "
                     "docs/elicit.md); use --method verbalized otherwise"
                 )
-            text = _message_text(choice)
-            if not tally.add(_token_positions(choice), text, missing=_why_no_text(choice)):
+            text = message_text(choice)
+            if not tally.add(_token_positions(choice), text, missing=why_no_text(choice)):
                 self.stats.unparsable += 1
         return tally.judgement()
-
-
-def _choices(reply: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reply's choices; a reply without any fails the request, saying what it held."""
-    if "choices" not in reply:
-        said = server_message(reply) if reply else "an empty object"
-        raise RequestFailed(f"the reply has no 'choices': {said}", transient=False)
-    choices = reply["choices"]
-    if not isinstance(choices, list) or not any(isinstance(c, dict) for c in choices):
-        what = "an empty list" if choices == [] else f"{type(choices).__name__} {choices!r:.60}"
-        raise RequestFailed(f"the reply's 'choices' is {what}", transient=False)
-    return [choice for choice in choices if isinstance(choice, dict)]
-
-
-def _message_text(choice: dict[str, Any]) -> str | None:
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    return content if isinstance(content, str) else None
-
-
-def _why_no_text(choice: dict[str, Any]) -> str:
-    """What was wrong with a choice that has no reply text, for the row's error."""
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        return "a choice without a 'message'"
-    content = message.get("content")
-    if content is None:
-        if message.get("reasoning_content") or message.get("reasoning"):
-            return "null message content, only reasoning (raise --max-tokens)"
-        if message.get("tool_calls"):
-            return "null message content, a tool call instead"
-        return "null message content"
-    if not isinstance(content, str):
-        return f"message content of type {type(content).__name__}"
-    return "empty message content"
 
 
 def _token_positions(choice: dict[str, Any]) -> list[TokenPosition]:
