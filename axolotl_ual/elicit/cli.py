@@ -27,9 +27,8 @@ ELICIT_EPILOG = (
     "The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
     "by --api-key-env), never from the command line, and is never written or printed.\n"
     "Re-running the same command resumes: samples already in the cache are not sent again.\n"
-    "Exit status: "
-    + "; ".join(f"{int(code)} {meaning}" for code, meaning in EXIT_STATUS.items())
-    + ".\n"
+    "Exit status:\n"
+    + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_STATUS.items())
 )
 
 
