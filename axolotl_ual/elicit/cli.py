@@ -7,16 +7,29 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 
 from .. import rows as rowlib
+from ..errors import ExitCode
+from .backends import BACKENDS
+from .methods import DEFAULT_MIN_DIGIT_MASS
 
-ELICIT_EPILOG = """\
-The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named by
---api-key-env), never from the command line, and is never written anywhere.
-Re-running the same command resumes: samples already in the cache are not sent again.
-Exit status: 0 all rows scored, 1 some rows null, 2 bad arguments/input, 3 stopped by the judge
-(bad key, unknown model, server down), 130 interrupted.
-"""
+# What each exit status means for these commands; the --help epilog is written from it.
+EXIT_STATUS = {
+    ExitCode.OK: "all rows scored",
+    ExitCode.INCOMPLETE: "some rows null (re-run to retry just those)",
+    ExitCode.USAGE: "bad arguments, input or output path (nothing sent or written)",
+    ExitCode.STOPPED: "stopped by the judge (bad key, unknown model, wrong URL, server down)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM)",
+}
+ELICIT_EPILOG = (
+    "The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
+    "by --api-key-env), never from the command line, and is never written or printed.\n"
+    "Re-running the same command resumes: samples already in the cache are not sent again.\n"
+    "Exit status:\n"
+    + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_STATUS.items())
+)
 
 
 def _positive_int(text: str) -> int:
@@ -35,23 +48,59 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
+MAX_TEMPERATURE = 2.0  # OpenAI's range; above it sampling is close to uniform noise
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN included
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {text}"
+        )
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # NaN included
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _key_masked(run):
+    """A command that prints nothing of the API key: stdout and stderr are masked while it runs
+    (see `redact.redacted_output`), whatever prints (us, tqdm, a traceback)."""
+
+    def command(args) -> int:
+        from .redact import redacted_output
+
+        with redacted_output(os.environ.get(getattr(args, "api_key_env", "OPENAI_API_KEY"))):
+            return run(args)
+
+    command.__name__ = command.__qualname__ = run.__name__
+    return command
+
+
+@_key_masked
 def _elicit(args) -> int:
     from .pipeline import run_elicit
 
     return run_elicit(args)
 
 
+@_key_masked
 def _inspect(args) -> int:
     from .inspect import run_inspect
 
     return run_inspect(args)
 
 
+@_key_masked
 def _merge(args) -> int:
     from .shards import run_merge
 
@@ -109,10 +158,10 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     judge = parser.add_argument_group("judge")
     judge.add_argument(
         "--backend",
-        choices=("openai", "hf", "vllm"),
+        choices=tuple(BACKENDS),
         default="openai",
-        help="openai: any OpenAI-compatible server; hf: local transformers model; "
-        "vllm: local vLLM engine (default: %(default)s)",
+        help="; ".join(f"{b.name}: {b.help}" for b in BACKENDS.values())
+        + " (default: %(default)s)",
     )
     judge.add_argument(
         "--model", required=True, help="model name on the server, or local model path/id"
@@ -126,14 +175,14 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
     )
     judge.add_argument(
         "--samples",
-        type=int,
+        type=_positive_int,
         default=1,
         help="verbalized scores averaged per sample (default: %(default)s)",
     )
     judge.add_argument(
         "--temperature",
-        type=float,
-        help="judge temperature (default: 0 for one sample, 0.7 for several)",
+        type=_temperature,
+        help="judge temperature, 0 to 2 (default: 0 for one sample, 0.7 for several)",
     )
     judge.add_argument(
         "--max-tokens",
@@ -145,7 +194,15 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         "--top-logprobs",
         type=_positive_int,
         default=20,
-        help="alternatives per token for logprob, and for entropy on vllm (default: %(default)s)",
+        help="alternatives per token for logprob (1-20 on the openai backend), and for entropy "
+        "on vllm (default: %(default)s)",
+    )
+    judge.add_argument(
+        "--min-digit-mass",
+        type=_fraction,
+        default=DEFAULT_MIN_DIGIT_MASS,
+        help="logprob: a row whose judge put less than this probability on the digit tokens "
+        "is null: its answer is not a score (default: %(default)s)",
     )
     judge.add_argument(
         "--parse-retries",
@@ -181,7 +238,8 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=60.0,
-        help="seconds per request before it is retried (default: %(default)s)",
+        help="seconds a whole request (connect, send, every byte of the answer) may take "
+        "before it counts as a timeout and is retried (default: %(default)s)",
     )
     server.add_argument(
         "--max-retries",

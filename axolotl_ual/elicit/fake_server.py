@@ -2,8 +2,12 @@
 
 It binds 127.0.0.1 only, answers `POST /v1/chat/completions` (with `n`, `logprobs` and
 `top_logprobs`) and `GET /v1/models`, and lets a *policy* decide each reply: a score, an HTTP
-error with headers (429 + Retry-After), a delay (to cause client timeouts), an unparsable text.
-It serves at most `max_requests` requests and stops by itself after `lifetime` seconds.
+error with headers (429 + Retry-After) and a body of any shape (OpenAI's `{"error": ...}`,
+FastAPI's `{"detail": ...}`, plain text), a delay (to cause client timeouts), a body trickled
+a byte at a time, an unparsable text. `shape` writes the completion the way a given server
+does (see `SHAPES`); `prefixes` says under which paths it answers (`("/v1",)`: like vLLM, a
+URL without `/v1` gets FastAPI's 404). It serves at most `max_requests` requests and stops by
+itself after `lifetime` seconds.
 
     with FakeOpenAIServer(latency=0.5) as server:
         ...  # point `--base-url server.base_url` at it; server.requests records every request
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..errors import ExitCode
+
 HOST = "127.0.0.1"
 
 
@@ -46,8 +52,10 @@ class Reply:
     tokens: list[Token] | None = None  # logprobs of the first choice
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    error: str = "error injected by the test server"
+    error: str = "error injected by the test server"  # as {"error": {"message": error}}
+    body: str | dict | list | None = None  # sent as is instead (a str as text/plain)
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between the bytes of the body (0: all at once)
 
 
 @dataclass
@@ -131,6 +139,166 @@ def completion_body(request: Request, reply: Reply) -> dict[str, Any]:
     }
 
 
+def _first_choice_logprobs(request: Request, reply: Reply, entry, top: int) -> dict | None:
+    """`logprobs.content` of the first choice, each token and its alternatives as `entry`."""
+    if not (request.wants_logprobs and reply.tokens is not None):
+        return None
+    return {
+        "content": [
+            {**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in steps[:top]]}
+            for t, steps in ((t, _sampled_first(t)) for t in reply.tokens)
+        ]
+    }
+
+
+def _sampled_first(token: Token) -> list[tuple[str, float]]:
+    others = [(text, lp) for text, lp in token.alternatives if text != token.text]
+    return [(token.text, token.logprob), *others]
+
+
+def vllm_completion_body(request: Request, reply: Reply) -> dict[str, Any]:
+    """What vLLM's OpenAI server answers (`vllm/entrypoints/openai/chat_completion/protocol.py`
+    and `serving.py`, `_create_chat_logprobs` / `_get_top_logprobs`): every `ChatMessage` field
+    present (null when unset; `reasoning` for reasoning models), `stop_reason`, and per token a
+    `ChatCompletionLogProbsContent`: `logprob` clamped to -9999.0 (JSON has no -inf), `bytes` the
+    UTF-8 bytes, `top_logprobs` from the step's logprob dict, whose first entry is the sampled
+    token, cut to `top_logprobs` entries."""
+    top = int(request.body.get("top_logprobs") or 0)
+
+    def entry(text: str, logprob: float) -> dict[str, Any]:
+        return {
+            "token": text,
+            "logprob": max(logprob, -9999.0),
+            "bytes": list(text.encode("utf-8", errors="replace")),
+        }
+
+    choices = [
+        {
+            "index": index,
+            "message": {
+                "role": "assistant",
+                "content": content,
+                "refusal": None,
+                "annotations": None,
+                "audio": None,
+                "function_call": None,
+                "tool_calls": [],
+                "reasoning": None,
+            },
+            "logprobs": _first_choice_logprobs(request, reply, entry, top) if index == 0 else None,
+            "finish_reason": "stop",
+            "stop_reason": None,
+            "token_ids": None,
+        }
+        for index, content in enumerate(reply.contents or [None])
+    ]
+    return {
+        "id": f"chatcmpl-{request.index:032x}",
+        "object": "chat.completion",
+        "created": int(request.time),
+        "model": request.body.get("model", "fake"),
+        "choices": choices,
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": {
+            "prompt_tokens": 1,
+            "total_tokens": 2,
+            "completion_tokens": 1,
+            "prompt_tokens_details": None,
+        },
+        "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "kv_transfer_params": None,
+    }
+
+
+LLAMACPP_LOWEST = -3.4028234663852886e38  # std::numeric_limits<float>::lowest()
+
+
+def llamacpp_completion_body(request: Request, reply: Reply) -> dict[str, Any]:
+    """What llama.cpp's server answers (`tools/server/server-task.cpp`,
+    `to_json_oaicompat_chat` and `probs_vector_to_json`): one choice; `logprobs` only when probs
+    were asked for (the key is absent otherwise, not null); per token `id`, `token`, `bytes`,
+    `logprob` (a zero probability as the lowest float: its JSON has no -inf) and `top_logprobs`
+    of the same entries (`n_probs` = `top_logprobs`, 20 by default); `timings`."""
+    top = int(request.body.get("top_logprobs") or 20)
+
+    def entry(text: str, logprob: float) -> dict[str, Any]:
+        return {
+            "id": int.from_bytes(hashlib.sha256(text.encode()).digest()[:2], "big"),
+            "token": text,
+            "bytes": list(text.encode()),
+            "logprob": logprob if math.isfinite(logprob) else LLAMACPP_LOWEST,
+        }
+
+    choice: dict[str, Any] = {
+        "finish_reason": "stop",
+        "index": 0,
+        "message": {"role": "assistant", "content": (reply.contents or [""])[0] or ""},
+    }
+    if (logprobs := _first_choice_logprobs(request, reply, entry, top)) is not None:
+        choice["logprobs"] = logprobs
+    return {
+        "choices": [choice],
+        "created": int(request.time),
+        "model": request.body.get("model", "gpt-3.5-turbo"),
+        "system_fingerprint": "b6500-0123abcd",
+        "object": "chat.completion",
+        "usage": {"completion_tokens": 1, "prompt_tokens": 1, "total_tokens": 2},
+        "id": f"chatcmpl-{request.index:032x}",
+        "timings": {"prompt_n": 1, "prompt_ms": 1.0, "predicted_n": 1, "predicted_ms": 1.0},
+    }
+
+
+def llamacpp_rejects(request: Request) -> tuple[int, dict[str, Any]] | None:
+    """llama.cpp's `oaicompat_chat_params_parse` (up to late 2025) throws on `n` != 1, and the
+    server answers a thrown error with HTTP 500."""
+    if request.n != 1:
+        return 500, {
+            "error": {
+                "code": 500,
+                "message": "Only one completion choice is allowed",
+                "type": "server_error",
+            }
+        }
+    return None
+
+
+def transformers_serve_body(request: Request, reply: Reply) -> dict[str, Any]:
+    """What `transformers serve` (5.16, observed) answers: one choice whatever `n` asks, no
+    `logprobs` key whatever `logprobs` asks, the model name with `@main`."""
+    return {
+        "id": f"{request.index:08x}-0000-4000-8000-000000000000",
+        "choices": [
+            {
+                "finish_reason": "stop",
+                "index": 0,
+                "message": {"content": (reply.contents or [""])[0], "role": "assistant"},
+            }
+        ],
+        "created": int(request.time),
+        "model": f"{request.body.get('model', 'fake')}@main",
+        "object": "chat.completion",
+        "usage": {"completion_tokens": 1, "prompt_tokens": 1, "total_tokens": 2},
+    }
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one server implementation writes its replies, and the requests it refuses."""
+
+    body: Callable[[Request, Reply], dict[str, Any]]
+    rejects: Callable[[Request], tuple[int, Any] | None] = lambda request: None
+
+
+SHAPES = {
+    "openai": Shape(completion_body),
+    "vllm": Shape(vllm_completion_body),
+    "llamacpp": Shape(llamacpp_completion_body, llamacpp_rejects),
+    "transformers-serve": Shape(transformers_serve_body),
+}
+
+
 class FakeOpenAIServer:
     def __init__(
         self,
@@ -140,8 +308,12 @@ class FakeOpenAIServer:
         port: int = 0,
         max_requests: int = 100_000,
         lifetime: float = 600.0,
+        shape: str = "openai",
+        prefixes: tuple[str, ...] = ("/v1", ""),
     ):
         self.policy = policy or default_policy
+        self.shape = SHAPES[shape]
+        self.routes = {prefix + "/chat/completions" for prefix in prefixes}
         self.latency = latency
         self.max_requests = max_requests
         self.lifetime = lifetime
@@ -239,16 +411,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # quiet
         pass
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def _send(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        trickle: float = 0.0,
+    ) -> None:
+        text = isinstance(payload, str)
+        data = payload.encode() if text else json.dumps(payload).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            if not trickle:
+                self.wfile.write(data)
+                return
+            for index in range(len(data)):  # a byte at a time: every gap shorter than a timeout
+                if self.server.owner._stopped.is_set():
+                    break
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             self.close_connection = True
 
@@ -264,8 +451,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         owner = self.server.owner
         body_bytes = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._send(404, {"error": {"message": f"no route {self.path}"}})
+        if self.path.rstrip("/") not in owner.routes:
+            self._send(404, {"detail": "Not Found"})  # what FastAPI (vLLM, SGLang...) answers
             return
         try:
             body = json.loads(body_bytes)
@@ -284,12 +471,16 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(min(wait, owner.lifetime))
         finally:
             owner._leave()
-        if reply.status != 200:
-            self._send(
-                reply.status, {"error": {"message": reply.error, "type": "test"}}, reply.headers
-            )
-            return
-        self._send(200, completion_body(request, reply), reply.headers)
+        status = reply.status
+        if reply.body is not None:
+            payload = reply.body
+        elif status != 200:
+            payload = {"error": {"message": reply.error, "type": "test"}}
+        elif rejected := owner.shape.rejects(request):
+            status, payload = rejected
+        else:
+            payload = owner.shape.body(request, reply)
+        self._send(status, payload, reply.headers, reply.trickle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,9 +495,16 @@ def main(argv: list[str] | None = None) -> int:
         "--lifetime", type=float, default=600.0, help="stop after this many seconds"
     )
     parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--shape", choices=tuple(SHAPES), default="openai", help="answer like this server"
+    )
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
-        latency=args.latency, port=args.port, lifetime=args.lifetime, max_requests=args.max_requests
+        latency=args.latency,
+        port=args.port,
+        lifetime=args.lifetime,
+        max_requests=args.max_requests,
+        shape=args.shape,
     ).start()
     print(server.base_url, flush=True)
     try:
@@ -314,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         server.stop()
     print(f"served {len(server.requests)} requests", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

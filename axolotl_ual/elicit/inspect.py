@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rows as rowlib
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from . import io, report
 from .io import DataError
+from .output_paths import PNG, Output, check_outputs
 
 
 def load_ual_config(path: str | Path | None):
@@ -67,8 +68,14 @@ def default_png_path(source: str | Path) -> Path:
     return path.with_name(f"{stem}.uncertainty.png")
 
 
-def read_uncertainties(rows: list[dict[str, Any]], field: str) -> tuple[list[float], int]:
-    """(the valid values, how many rows have none); a bad value is an error naming its row."""
+def read_uncertainties(
+    rows: list[dict[str, Any]], field: str, source: str = "the input"
+) -> tuple[list[float], int]:
+    """(the valid values, how many rows have none); a bad value is an error naming its row, a
+    column no row has an error naming the columns there are."""
+    if rows and not any(field in row for row in rows):
+        columns = ", ".join(repr(name) for name in io.columns_of(rows))
+        raise DataError(f"{source} has no column {field!r} (its columns: {columns}); pass --field")
     values, missing = [], 0
     for index, row in enumerate(rows):
         try:
@@ -83,16 +90,18 @@ def read_uncertainties(rows: list[dict[str, Any]], field: str) -> tuple[list[flo
 
 
 def run_inspect(args) -> int:
+    png = Path(args.png) if args.png else default_png_path(args.input)
     try:
+        check_outputs([args.input, args.config], [Output("--png", png, PNG)])
         config = load_ual_config(args.config)
         rows = io.read_rows(args.input, split=args.split)
         source = config.ual_uncertainty_source.value
         field = args.field or (
             config.ual_uncertainty_field if source == "field" else rowlib.SIDECAR_UNCERTAINTY
         )
-        values, missing = read_uncertainties(rows, field)
+        values, missing = read_uncertainties(rows, field, source=args.input)
         mapping = build_mapping(config, values)
-    except DataError as exc:
+    except (DataError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     import torch
@@ -125,11 +134,11 @@ def run_inspect(args) -> int:
         lines.extend(report.histogram(values))
     print("\n".join(lines))
     if values:
-        png = Path(args.png) if args.png else default_png_path(args.input)
-        plot_distributions(
-            values, eps, mapping, png, title=f"{Path(args.input).name}: {len(values)} scored rows"
-        )
+        title = f"{Path(args.input).name}: {len(values)} scored rows, {missing} null"
+        plot_distributions(values, eps, mapping, png, title=title)
         print(f"wrote {png}")
+    else:
+        print(f"no PNG written: no row has a value in {field!r}")
     return ExitCode.OK
 
 
@@ -138,6 +147,7 @@ def plot_distributions(values, eps, mapping, path: Path, *, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.hist(values, bins=20, range=(0.0, 1.0), color="#4C72B0", edgecolor="white")
@@ -156,6 +166,7 @@ def plot_distributions(values, eps, mapping, path: Path, *, title: str) -> None:
             median, color="gray", linestyle=":", linewidth=1.5, label=f"median {median:.3f}"
         )
         axis.set_ylabel("rows")
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole rows, even for a few
         axis.legend(loc="best", framealpha=0.9)
     figure.suptitle(title)
     figure.tight_layout()

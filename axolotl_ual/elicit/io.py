@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 __all__ = ["DataError", "read_rows", "write_rows"]
 
@@ -44,7 +44,8 @@ def file_kind(path: str | Path, *, for_output: bool = False) -> str:
     if not path.suffix:
         return FOLDER
     what = "output" if for_output else "input"
-    raise DataError(
+    error = UsageError if for_output else DataError  # an output path is an argument
+    raise error(
         f"cannot tell the {what} format of {str(path)!r} from its extension {path.suffix!r}: "
         f"use one of {sorted(SUFFIXES)}, or a folder name without an extension "
         "(a `datasets.save_to_disk` folder)"

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .chat_render import encode_response
 from .prompts import (
     LOGPROB_SCALE,
+    PARSER_VERSION,
     PROMPT_VERSION,
     VERBALIZED_SCALE,
     Scale,
@@ -27,12 +29,13 @@ from .prompts import (
     judge_messages,
     parse_score,
 )
-from .samples import ASSISTANT, Sample
+from .samples import Sample
 
 VERBALIZED, LOGPROB, ENTROPY = "verbalized", "logprob", "entropy"
 METHODS = (VERBALIZED, LOGPROB, ENTROPY)
 # An unparsable reply is asked again with at least this temperature, so the retry can differ.
 RETRY_TEMPERATURE = 0.7
+DEFAULT_MIN_DIGIT_MASS = 0.5
 
 
 @dataclass
@@ -52,14 +55,18 @@ class Judgement:
         return self.uncertainty is not None
 
     @classmethod
-    def failed(cls, error: str, *, transient: bool = False) -> Judgement:
-        return cls(error=error, transient=transient)
+    def failed(
+        cls, error: str, *, transient: bool = False, detail: dict[str, Any] | None = None
+    ) -> Judgement:
+        return cls(error=error, transient=transient, detail=detail or {})
 
 
-def _preview(replies: Sequence[str | None]) -> str:
-    text = next((r for r in replies if r), "")
-    text = " ".join(text.split())
-    return repr(text[:60] + ("..." if len(text) > 60 else "")) if text else "empty replies"
+def _preview(replies: Sequence[str | None], missing: str | None = None) -> str:
+    """The first reply with text, shortened; else what was wrong with the replies."""
+    text = " ".join(next((r for r in replies if r and r.strip()), "").split())
+    if text:
+        return repr(text[:60] + ("..." if len(text) > 60 else ""))
+    return missing or "empty replies"
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,22 @@ class Verbalized(JudgeQuestion):
             "samples": self.samples,
             "temperature": self.temperature,
             "prompt": PROMPT_VERSION,
+            "parser": PARSER_VERSION,
         }
 
     def retry_temperature(self) -> float:
         return max(self.temperature, RETRY_TEMPERATURE)
 
-    def judgement(self, scores: Sequence[float], replies: Sequence[str | None]) -> Judgement:
+    def reusable(self, judgement: Judgement) -> bool:
+        return True
+
+    def judgement(
+        self, scores: Sequence[float], replies: Sequence[str | None], missing: str | None = None
+    ) -> Judgement:
         if not scores:
-            return Judgement.failed(f"no score in {len(replies)} replies: {_preview(replies)}")
+            return Judgement.failed(
+                f"no score in {len(replies)} replies: {_preview(replies, missing)}"
+            )
         mean = math.fsum(scores) / len(scores)
         return Judgement(mean, self.scale.uncertainty(mean), {"scores": list(scores)})
 
@@ -103,6 +118,10 @@ class Verbalized(JudgeQuestion):
 @dataclass(frozen=True)
 class Logprob(JudgeQuestion):
     top_logprobs: int = 20
+    # Below this probability on the digit tokens the judge is not answering with a score: the
+    # row is null (see docs/elicit.md for the default). Not part of the cache key: cached
+    # scores are checked against it when reused.
+    min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS
     # A few tokens, so a reply starting with a space, quote or "**" still reaches its digit.
     max_tokens: int = 4
     name: str = LOGPROB
@@ -114,12 +133,29 @@ class Logprob(JudgeQuestion):
     def retry_temperature(self) -> float:
         return RETRY_TEMPERATURE
 
-    def judgement(self, positions: Sequence[TokenPosition], reply: str | None) -> Judgement:
+    def judgement(
+        self, positions: Sequence[TokenPosition], reply: str | None, missing: str | None = None
+    ) -> Judgement:
         found = expected_digit(positions)
         if found is None:
-            return Judgement.failed(f"no digit token in the reply {_preview([reply])}")
-        expected, mass = found
-        return Judgement(expected, self.scale.uncertainty(expected), {"digit_mass": mass})
+            return Judgement.failed(f"no digit token in the reply: {_preview([reply], missing)}")
+        return self.from_digits(*found)
+
+    def from_digits(self, expected: float, mass: float) -> Judgement:
+        """The judgement of an expected digit read where `mass` of the probability is on the
+        digit tokens: null when that is below `min_digit_mass` (the mass is kept either way)."""
+        detail = {"digit_mass": mass}
+        if not mass >= self.min_digit_mass:  # NaN included
+            return Judgement.failed(
+                f"only {mass:.1%} of the judge's probability is on the digit tokens (below "
+                f"--min-digit-mass {self.min_digit_mass:g}): its answer is not a score",
+                detail=detail,
+            )
+        return Judgement(expected, self.scale.uncertainty(expected), detail)
+
+    def reusable(self, judgement: Judgement) -> bool:
+        """Whether a cached judgement still passes `min_digit_mass`."""
+        return judgement.detail.get("digit_mass", 1.0) >= self.min_digit_mass
 
 
 class VerbalizedTally:
@@ -134,6 +170,8 @@ class VerbalizedTally:
         self.method = method
         self.scores: list[float] = []
         self.unparsable: list[str | None] = []
+        self.missing: str | None = None  # what was wrong with replies that had no text
+        self.replies: list[str] = []  # every reply's text, to tell sampling from repetition
 
     def next_request(self) -> tuple[int, float] | None:
         """(how many completions to ask for, temperature), or None when done."""
@@ -145,10 +183,16 @@ class VerbalizedTally:
         )
         return missing, temperature
 
-    def add(self, replies: Sequence[str | None]) -> int:
-        """Parse `replies` (an empty list counts as one empty reply); returns how many failed."""
+    def add(self, replies: Sequence[str | None], missing: str | None = None) -> int:
+        """Parse `replies` (an empty list counts as one empty reply); returns how many failed.
+
+        `missing` says what was wrong with the replies that have no text (None), for the error.
+        """
         failed = 0
+        if missing and any(reply is None for reply in replies):
+            self.missing = missing
         for reply in list(replies) or [None]:
+            self.replies.append(" ".join((reply or "").split()))
             score = parse_score(reply, self.method.scale.low, self.method.scale.high)
             if score is None:
                 self.unparsable.append(reply)
@@ -157,8 +201,13 @@ class VerbalizedTally:
                 self.scores.append(score)
         return failed
 
+    @property
+    def identical(self) -> bool | None:
+        """Whether all of several replies were the same text (None: fewer than two)."""
+        return len(set(self.replies)) == 1 if len(self.replies) > 1 else None
+
     def judgement(self) -> Judgement:
-        return self.method.judgement(self.scores, self.unparsable)
+        return self.method.judgement(self.scores, self.unparsable, self.missing)
 
 
 class LogprobTally:
@@ -170,21 +219,41 @@ class LogprobTally:
         self.result: Judgement | None = None
 
     def next_request(self) -> float | None:
-        """The temperature of the next request, or None when done."""
-        if (
-            self.result is not None and self.result.ok
-        ) or self.attempts > self.method.parse_retries:
+        """The temperature of the next request, or None when done: scored, or read with too
+        little mass on the digits (asking again would only sample until one looks better)."""
+        read = self.result is not None and "digit_mass" in self.result.detail
+        if read or self.attempts > self.method.parse_retries:
             return None
         return 0.0 if self.attempts == 0 else self.method.retry_temperature()
 
-    def add(self, positions: Sequence[TokenPosition], reply: str | None) -> bool:
+    def add(
+        self, positions: Sequence[TokenPosition], reply: str | None, missing: str | None = None
+    ) -> bool:
         """Record one reply; returns whether it gave a score."""
         self.attempts += 1
-        self.result = self.method.judgement(positions, reply)
+        self.result = self.method.judgement(positions, reply, missing if reply is None else None)
         return self.result.ok
 
     def judgement(self) -> Judgement:
         return self.result or Judgement.failed("no reply")
+
+
+def drive_tallies(tallies: Sequence, ask) -> list[Judgement]:
+    """Run every tally to its judgement, asking for what they need in as few calls as possible.
+
+    Each round, the tallies whose `next_request()` is the same (e.g. `(n, temperature)`) are
+    asked together: `ask(request, indices)` sends one batch for `tallies[i] for i in indices` and
+    feeds each tally its replies. A local backend's batches are grouped this way.
+    """
+    while True:
+        groups: dict[Any, list[int]] = {}
+        for index, tally in enumerate(tallies):
+            if (request := tally.next_request()) is not None:
+                groups.setdefault(request, []).append(index)
+        if not groups:
+            return [tally.judgement() for tally in tallies]
+        for request, indices in groups.items():
+            ask(request, indices)
 
 
 @dataclass(frozen=True)
@@ -201,36 +270,25 @@ class Entropy:
             "top_logprobs": self.top_logprobs,
         }
 
-    def encode(self, tokenizer, sample: Sample) -> tuple[list[int], list[bool]]:
-        """Token ids of the rendered sample and, per token, whether it belongs to a response.
+    def reusable(self, judgement: Judgement) -> bool:
+        return True
 
-        With a chat template, a response is everything an assistant turn adds to the rendered
-        conversation (its content and the template's end-of-turn marker); without one, the
-        sample is rendered as `### Role:` blocks and a response is the assistant's content.
-        Samples longer than `max_length` tokens are cut at the end.
-        """
+    def encode(self, tokenizer, sample: Sample) -> tuple[list[int], list[bool]]:
+        """Token ids of the sample and, per token, whether it is a response token (what H is
+        measured over; see `chat_render.encode_response`)."""
         messages = [{"role": m.role, "content": m.content} for m in sample.messages]
-        if getattr(tokenizer, "chat_template", None):
-            text, spans = _render_chat(tokenizer, messages)
-            add_special_tokens = False  # the template writes its own BOS, if the model has one
-        else:
-            text, spans = render_plain(messages)
-            add_special_tokens = True
-        try:
-            encoded = tokenizer(
-                text,
-                add_special_tokens=add_special_tokens,
-                truncation=True,
-                max_length=self.max_length,
-                return_offsets_mapping=True,
-            )
-        except NotImplementedError:  # slow tokenizers have no offsets
-            return _encode_by_prefixes(tokenizer, text, spans, add_special_tokens, self.max_length)
-        mask = [
-            end > start and any(lo <= start < hi for lo, hi in spans)
-            for start, end in encoded["offset_mapping"]
-        ]
-        return list(encoded["input_ids"]), mask
+        return encode_response(tokenizer, messages, self.max_length)
+
+    @staticmethod
+    def measurable(encoded: Sequence[tuple[list[int], list[bool]]]) -> list[int]:
+        """Indices of the encoded samples with a response token to measure (past the first)."""
+        return [index for index, (_, mask) in enumerate(encoded) if any(mask[1:])]
+
+    @staticmethod
+    def no_response() -> Judgement:
+        return Judgement.failed(
+            "no response tokens to measure (no assistant turn, or all of it beyond --max-length)"
+        )
 
     @staticmethod
     def judgement(mean_entropy: float, vocab_size: int, tokens: int) -> Judgement:
@@ -238,105 +296,3 @@ class Entropy:
             return Judgement.failed(f"no finite entropy over {tokens} response tokens")
         u = min(max(mean_entropy / math.log(vocab_size), 0.0), 1.0)
         return Judgement(mean_entropy, u, {"tokens": tokens, "vocab_size": vocab_size})
-
-
-def _render_chat(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The chat-templated text and the character spans of its assistant turns."""
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for index, message in enumerate(messages):
-        if message["role"] != ASSISTANT:
-            continue
-        span = None
-        if index:
-            try:
-                before = tokenizer.apply_chat_template(
-                    messages[:index], tokenize=False, add_generation_prompt=True
-                )
-                through = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
-            except Exception:  # noqa: BLE001 - some templates reject partial conversations
-                before = through = None
-            if (
-                before is not None
-                and through is not None
-                and through.startswith(before)
-                and full.startswith(through)
-                and len(before) >= cursor
-            ):
-                # what training learns: the content and the turn's end token, not the
-                # whitespace some templates write after it (e.g. chatml's "\n" after
-                # <|im_end|>, which axolotl leaves untrained)
-                end = len(through.rstrip())
-                span = (len(before), max(end, len(before)))
-        if span is None:  # a template that rewrites earlier turns: find the content itself
-            start = full.find(message["content"], cursor)
-            if start < 0 or not message["content"]:
-                continue
-            span = (start, start + len(message["content"]))
-        spans.append(span)
-        cursor = span[1]
-    return full, spans
-
-
-def render_plain(messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """`### Role:` blocks for models without a chat template, and the assistant content spans."""
-    text, spans = "", []
-    for message in messages:
-        text += f"### {message['role'].capitalize()}:\n"
-        if message["role"] == ASSISTANT:
-            spans.append((len(text), len(text) + len(message["content"])))
-        text += message["content"] + "\n\n"
-    return text, spans
-
-
-def _encode_by_prefixes(tokenizer, text, spans, add_special_tokens, max_length):
-    def count(prefix: str) -> int:
-        return len(tokenizer(prefix, add_special_tokens=add_special_tokens)["input_ids"])
-
-    ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"][:max_length]
-    mask = [False] * len(ids)
-    for lo, hi in spans:
-        for position in range(count(text[:lo]), min(count(text[:hi]), len(ids))):
-            mask[position] = True
-    return list(ids), mask
-
-
-def mean_response_entropy(logits, input_mask) -> list[tuple[float, int]]:
-    """Per batch row: (mean entropy in nats over the masked tokens' predictions, token count).
-
-    `logits` [B, T, V] from a forward pass over the batch; `input_mask` [B, T] bool, true for
-    response tokens. Token t is predicted by the logits at t - 1, so the first token never counts.
-    """
-    import torch
-
-    predicted = input_mask[:, 1:].to(logits.device)
-    rows = torch.arange(logits.shape[0], device=logits.device)[:, None].expand_as(predicted)
-    row_of = rows[predicted]
-    selected = logits[:, :-1][predicted]  # [N, V], only the positions that count
-    entropies = torch.empty(selected.shape[0], dtype=torch.float64, device=logits.device)
-    for start in range(0, selected.shape[0], 1024):  # float32 copies of a chunk at a time
-        chunk = torch.log_softmax(selected[start : start + 1024].float(), dim=-1)
-        entropies[start : start + 1024] = -(chunk.exp() * chunk).sum(-1).double()
-    sums = torch.zeros(logits.shape[0], dtype=torch.float64, device=logits.device)
-    sums.index_add_(0, row_of, entropies)
-    counts = predicted.sum(1)
-    return [
-        (float(s) / int(c) if int(c) else math.nan, int(c))
-        for s, c in zip(sums, counts, strict=True)
-    ]
-
-
-def entropy_from_top_logprobs(logprobs: Sequence[float], vocab_size: int) -> float:
-    """Entropy (nats) of a distribution known only by its top logprobs.
-
-    The probability left over, 1 - sum(top), is spread evenly over the other tokens: the largest
-    entropy consistent with what is known, exact when the top tokens hold all the mass.
-    """
-    probs = [(math.exp(lp), lp) for lp in logprobs if lp is not None and math.isfinite(lp)]
-    entropy = -math.fsum(p * lp for p, lp in probs)
-    rest_mass = 1.0 - math.fsum(p for p, _ in probs)
-    rest_tokens = vocab_size - len(probs)
-    if rest_mass > 1e-12 and rest_tokens > 0:
-        entropy -= rest_mass * math.log(rest_mass / rest_tokens)
-    return entropy

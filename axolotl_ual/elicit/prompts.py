@@ -115,25 +115,33 @@ def judge_messages(sample: Sample, scale: Scale, max_chars: int) -> list[dict[st
 
 # --------------------------------------------------------------------------- reply parsing
 
+# Part of the verbalized cache key: scores read by an older, looser parser are not reused.
+PARSER_VERSION = 2
+
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _DECORATION = "\\s*_`'\"#([{"
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
+_NOT_A_RANGE = r"(?!\s*(?:-|\u2013|to\b|or\b)\s*\d)"  # "7-8", "7 or 8": no single score
 _LABELLED = re.compile(
-    rf"\b(?:score|rating|uncertainty)\b\s*(?:is|of|=|:)?\s*[{_DECORATION}]*({_NUMBER})", re.I
+    rf"\b(?:score|rating|uncertainty(?=\s*[:=]))\b[{_DECORATION}]*(?:is|of|=|:)?[{_DECORATION}]*"
+    rf"({_NUMBER}){_NOT_A_RANGE}",
+    re.I,
 )
 _OUT_OF = re.compile(rf"({_NUMBER})\s*(?:/|out\s+of)\s*(\d+)\b", re.I)
 _ALONE_ON_FIRST_LINE = re.compile(rf"^[{_DECORATION}]*({_NUMBER})[\s*_`'\")\]}}.]*$")
-_ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER}(?!\w)")
 
 
 def parse_score(text: str | None, low: int, high: int) -> float | None:
-    """The score in a judge's reply, or None when there is no unambiguous one within [low, high].
+    """The score in a judge's reply, or None when the reply is not a score in one of the forms
+    below, or its score is outside [low, high].
 
-    Accepted, in this order of precedence: a labelled score ("Score: 7", "rating is **7**"; the
-    last one wins), a fraction of the scale's top ("7/10", "7 out of 10"), a number alone on the
-    first line ("7", "**7**", "7.\\n\\nBecause..."), the only number in the reply besides a
-    mention of the scale ("a 3 on a scale of 1-10"). A score outside the scale ("11", "0" on
-    1-10) is rejected, not clamped; reasoning in <think> tags is ignored.
+    Read, in this order of precedence: a labelled score ("Score: 7", "rating is **7**",
+    "Uncertainty: 3"; the last one wins), a fraction of the scale's top ("7/10", "7 out of 10"),
+    a number alone on the first line, optionally decorated ("7", "**7**", "7.", '"7"'; what
+    follows on later lines is its explanation). Anything else is unparsable, however many
+    numbers it holds: "There are 2 valid answers" is not a 2, and "{6~" is not a 6. A range
+    ("Score: 7-8") is not a score; a score outside the scale ("11", "0" on 1-10) is rejected,
+    not clamped; reasoning in <think> tags is ignored.
     """
     if not text:
         return None
@@ -147,12 +155,6 @@ def parse_score(text: str | None, low: int, high: int) -> float | None:
         candidate = fractions[-1]
     elif alone := _ALONE_ON_FIRST_LINE.match(text.splitlines()[0].strip()):
         candidate = alone.group(1)
-    else:
-        # "a 3 on a scale of 1-10": the scale's own bounds are not candidates
-        unscaled = re.sub(rf"\b{low}\s*(?:-|\u2013|to)\s*{high}\b", " ", text)
-        numbers = set(_ANY_NUMBER.findall(unscaled))
-        if len(numbers) == 1:
-            candidate = numbers.pop()
     if candidate is None:
         return None
     score = float(candidate)

@@ -8,6 +8,10 @@ Every result goes to the cache the moment it exists, then to the progress bar.
 The run ends early, keeping everything recorded so far, on Ctrl-C or SIGTERM (`interrupted`),
 on a `BackendError` (`fatal`: bad key, unknown model...), or when many samples in a row have
 failed after all their retries (`fatal`: the server is down or overloaded).
+
+Nothing here depends on what the work is: an item needs a `.key`, a result `.ok`, `.error` and
+`.transient`, the store an `add(key, result)` that writes durably; an `AsyncJudge` is anything
+with `async judge(item)` and `aclose()`, e.g. a generator around `client.OpenAIChatClient`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .backends.base import BackendError
+from .backends.base import AsyncJudge, BackendError, Judge
 from .cache import ScoreCache
 from .methods import Judgement
 from .samples import Sample
@@ -99,7 +103,7 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def run_judge(
-    judge,
+    judge: Judge,
     samples: Sequence[Sample],
     *,
     cache: ScoreCache,
@@ -110,7 +114,7 @@ def run_judge(
     """Judge every sample of `samples` (unique keys), recording each result in `cache`."""
     outcome = RunOutcome()
     started, cpu_started = time.perf_counter(), time.process_time()
-    is_async = hasattr(judge, "judge")
+    is_async = isinstance(judge, AsyncJudge)
     bar = _progress_bar(len(samples), progress)
     streak_limit = max(2 * concurrency, 10) if is_async else len(samples) + 1
     record = _Recorder(outcome, cache, bar, row_of or {}, streak_limit)
@@ -130,7 +134,9 @@ def run_judge(
     return outcome
 
 
-async def _run_async(judge, samples: Sequence[Sample], concurrency: int, record: _Recorder) -> None:
+async def _run_async(
+    judge: AsyncJudge, samples: Sequence[Sample], concurrency: int, record: _Recorder
+) -> None:
     pending = iter(samples)  # shared by the workers: each `next` hands out a different sample
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()

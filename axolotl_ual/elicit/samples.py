@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import rows as rowlib
+from ..errors import UsageError
 from .io import DataError
 
 # ShareGPT-style messages ({"from": "human", "value": ...}) are read as role/content.
@@ -128,7 +129,7 @@ def resolve_format(rows: Sequence[Mapping[str, Any]], fmt: str | None, field_mes
     """`fmt` if given, else the format of the first row."""
     if fmt:
         if fmt not in rowlib.FORMATS:
-            raise DataError(f"unknown --format {fmt!r}; expected one of {rowlib.FORMATS}")
+            raise UsageError(f"unknown --format {fmt!r}; expected one of {rowlib.FORMATS}")
         return fmt
     if not rows:
         raise DataError("the input has no rows")

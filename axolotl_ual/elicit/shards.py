@@ -12,13 +12,14 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from . import io
 from .io import DataError
+from .output_paths import MANIFEST, SIDECAR, Output, check_outputs, dataset_output
 from .samples import keys_digest, prepare_samples, sidecar_rows
 
 MANIFEST_SUFFIX = ".shard.json"
@@ -33,10 +34,10 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
         if not match:
-            raise DataError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
+            raise UsageError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
         index, count = int(match.group(1)), int(match.group(2))
         if count < 1 or not 0 <= index < count:
-            raise DataError(f"--shard {text}: need 0 <= i < n (shards are numbered from 0)")
+            raise UsageError(f"--shard {text}: need 0 <= i < n (shards are numbered from 0)")
         return cls(index, count)
 
     def bounds(self, total: int) -> tuple[int, int]:
@@ -62,6 +63,12 @@ class Manifest:
     @staticmethod
     def path_for(output: str | Path) -> Path:
         return Path(str(output).rstrip("/") + MANIFEST_SUFFIX)
+
+    @classmethod
+    def output(cls, output: str | Path) -> Output:
+        """The manifest beside `output`, as an output path to check."""
+        keys = frozenset(field.name for field in fields(cls))
+        return Output("the shard manifest", cls.path_for(output), MANIFEST, keys=keys)
 
     def write(self, output: str | Path) -> None:
         with io.atomic_path(self.path_for(output)) as tmp:
@@ -143,15 +150,19 @@ def merge_shards(outputs: Sequence[str | Path]) -> tuple[list[dict[str, Any]], M
 def run_merge(args) -> int:
     """`axolotl-ual merge`: exit 0 when merged and complete, 1 when some rows are null."""
     try:
-        if any(Path(args.output).resolve() == Path(path).resolve() for path in args.shards):
-            raise DataError(f"{args.output} is one of the shards: merge into a new file")
+        field = Manifest.read(args.shards[0]).field
+        outputs = [dataset_output("--output", args.output, field)]
+        if args.sidecar:
+            outputs.append(Output("--sidecar", Path(args.sidecar), SIDECAR))
+        manifests = [Manifest.path_for(path) for path in args.shards]
+        check_outputs([*args.shards, *manifests], outputs)
         rows, manifest = merge_shards(args.shards)
         io.write_rows(rows, args.output)
         values = [row.get(manifest.field) for row in rows]
         if args.sidecar:
             samples = prepare_samples(rows, manifest.format, manifest.field_messages)
             io.write_rows(sidecar_rows(samples, values), args.sidecar)
-    except DataError as exc:
+    except (DataError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     nulls = sum(value is None for value in values)

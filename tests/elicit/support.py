@@ -104,3 +104,16 @@ def run_cli_subprocess(
         timeout=timeout,
         check=False,
     )
+
+
+def elicit_in_subprocess(tmp_path: Path, server, n_rows: int, options: str = "", *, key=None):
+    """Write `n_rows` chat rows to data.jsonl and score them into out.jsonl through `server` with
+    the CLI in a subprocess (the API key, if any, in its environment)."""
+    write_jsonl(tmp_path / "data.jsonl", chat_rows(n_rows))
+    env = judge_client_env(**({"OPENAI_API_KEY": key} if key else {}))
+    return run_cli_subprocess(
+        f"elicit data.jsonl -o out.jsonl --base-url {server.base_url} --model judge {options}",
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )

@@ -63,6 +63,24 @@ def test_bad_flags_are_refused(argv, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--temperature -1", "must be between 0 (greedy) and 2, got -1"),
+        ("--temperature 2.5", "must be between 0 (greedy) and 2, got 2.5"),
+        ("--temperature nan", "must be between 0 (greedy) and 2, got nan"),
+        ("--samples 0", "must be at least 1, got 0"),
+        ("--timeout inf", "must be a finite number greater than 0, got inf"),
+        ("--top-logprobs 0", "must be at least 1, got 0"),
+    ],
+)
+def test_impossible_sampling_settings_are_refused_while_parsing(flag, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["elicit", "d.jsonl", "-o", "o.jsonl", "--model", "m", *flag.split()])
+    assert exit_info.value.code == 2
+    assert f"argument {flag.split()[0]}: {message}" in capsys.readouterr().err
+
+
 def test_help_is_light():
     """`--help` imports none of the heavy libraries."""
     code = (
@@ -86,3 +104,38 @@ def test_the_axolotl_ual_entry_point_has_the_commands():
 
     args = build_parser().parse_args(["elicit", "d.jsonl", "-o", "o.jsonl", "--model", "m"])
     assert args.func.__module__ == cli.__name__
+
+
+def test_one_backend_registry_feeds_the_cli_and_make_judge():
+    import importlib
+
+    from axolotl_ual.elicit.backends import BACKENDS, LOCAL_BACKENDS, AsyncJudge, BatchJudge
+
+    elicit = parser()._subparsers._group_actions[0].choices["elicit"]
+    backend_flag = next(a for a in elicit._actions if "--backend" in a.option_strings)
+    assert tuple(backend_flag.choices) == tuple(BACKENDS)
+    assert LOCAL_BACKENDS == ("hf", "vllm")
+    for backend in BACKENDS.values():
+        module = importlib.import_module(f"axolotl_ual.elicit.backends.{backend.module}")
+        judge_class = getattr(module, backend.judge_class)
+        # a local backend is a batch judge, a server one an async judge: the runner drives them
+        assert issubclass(judge_class, BatchJudge if backend.local else AsyncJudge)
+        assert backend.help in backend_flag.help
+
+
+def test_the_epilog_names_every_exit_code():
+    from axolotl_ual.errors import ExitCode
+
+    assert set(cli.EXIT_STATUS) == set(ExitCode)
+    text = " ".join(cli.ELICIT_EPILOG.split())
+    for code, meaning in cli.EXIT_STATUS.items():
+        assert f"{int(code)} {meaning}" in text
+
+
+def test_argument_problems_are_usage_errors():
+    from axolotl_ual.elicit.shards import Shard
+    from axolotl_ual.errors import UsageError
+
+    for text in ("4/4", "x"):
+        with pytest.raises(UsageError, match="--shard"):
+            Shard.parse(text)

@@ -103,3 +103,39 @@ def test_inspect_errors(tmp_path, run_elicit):
     (tmp_path / "side.jsonl").write_text("")  # found relative to the config's folder
     code, _, stderr = run_elicit(f"inspect {scored} --config {config}")
     assert code == 0, stderr
+
+
+def test_a_file_without_scores_writes_no_png_and_says_so(tmp_path, run_elicit):
+    scored = write_scored(tmp_path, [None, None])
+    code, stdout, _ = run_elicit(f"inspect {scored}")
+    assert code == 0
+    assert "no PNG written: no row has a value in 'uncertainty'" in stdout
+    assert not default_png_path(scored).exists()
+
+
+def test_a_missing_column_is_an_error_naming_the_columns(tmp_path, run_elicit):
+    scored = write_scored(tmp_path, [0.1, 0.2], field="u")
+    code, _, stderr = run_elicit(f"inspect {scored}")
+    assert code == 2
+    assert f"{scored} has no column 'uncertainty' (its columns: 'id', 'u'); pass --field" in stderr
+
+
+def test_the_plot_counts_whole_rows_and_its_title_the_null_ones(tmp_path, run_elicit, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures = []
+    save = Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        figures.append(figure)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    scored = write_scored(tmp_path, [0.1, 0.5, 0.5, None])
+    code, _, stderr = run_elicit(f"inspect {scored}")
+    assert code == 0, stderr
+    (figure,) = figures
+    assert figure._suptitle.get_text() == "scored.jsonl: 3 scored rows, 1 null"
+    for axis in figure.axes:
+        ticks = [tick for tick in axis.get_yticks() if tick >= 0]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks

@@ -9,6 +9,7 @@ from axolotl_ual import rows as rowlib
 from axolotl_ual.elicit import io
 from axolotl_ual.elicit.io import DataError
 from axolotl_ual.elicit.samples import prepare_samples, resolve_format, sidecar_rows
+from axolotl_ual.errors import UsageError
 
 from .support import alpaca_rows, chat_rows, write_jsonl
 
@@ -76,7 +77,7 @@ def test_read_errors_name_the_place(tmp_path):
     (tmp_path / "list.jsonl").write_text("[1, 2]\n")
     with pytest.raises(DataError, match=r"line 1: expected a JSON object per line, got list"):
         io.read_rows(tmp_path / "list.jsonl")
-    with pytest.raises(DataError, match=r"'\.txt'"):
+    with pytest.raises(UsageError, match=r"'\.txt'"):  # an output path is an argument
         io.write_rows([], tmp_path / "out.txt")
     os.environ["HF_HUB_OFFLINE"] = "1"
     with pytest.raises(DataError, match="not a file or folder here"):

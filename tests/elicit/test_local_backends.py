@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from axolotl_ual.elicit.methods import entropy_from_top_logprobs
+from axolotl_ual.elicit.entropy import entropy_from_top_logprobs
 from axolotl_ual.elicit.prompts import (
     LOGPROB_SCALE,
     VERBALIZED_SCALE,
@@ -106,9 +106,16 @@ def test_hf_logprob_matches_the_digit_distribution(
     rows = chat_rows(3)
     rows[2]["messages"][0]["content"] += " (a longer question, for padding)" * 4
     write_jsonl(tmp_path / "data.jsonl", rows)
-    code, _, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf --model {judge_model} --method logprob --batch-size 3"
+    command = (
+        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --backend hf "
+        f"--model {judge_model} --method logprob --batch-size 3"
     )
+    # an untrained model puts a few percent on the digits: by default its rows are null
+    code, stdout, stderr = run_elicit(command)
+    assert code == 1, stderr
+    assert [row["uncertainty"] for row in read_jsonl(tmp_path / "out.jsonl")] == [None] * 3
+    assert "warning: the judge put on average only" in stdout
+    code, _, stderr = run_elicit(command + " --min-digit-mass 0")
     assert code == 0, stderr
     digit_of = {i: token_digit(tokenizer.decode([i])) for i in range(len(tokenizer))}
     for sample, row in zip(
@@ -127,6 +134,7 @@ def test_hf_logprob_matches_the_digit_distribution(
             if digit is not None:
                 mass[digit] += float(probs[token_id])
         expected = sum(d * p for d, p in enumerate(mass)) / sum(mass)
+        assert row["uncertainty_digit_mass"] == pytest.approx(sum(mass), rel=1e-4)
         assert row["uncertainty_score"] == pytest.approx(expected, abs=1e-4)
         assert row["uncertainty"] == pytest.approx(expected / 9, abs=1e-5)
 

@@ -280,21 +280,6 @@ def test_a_dead_server_stops_the_run(tmp_path, judge_server, run_elicit):
     assert sum(judge.counts.values()) < 2 * 40  # it gave up before trying every row
 
 
-def test_unreachable_server(tmp_path, run_elicit):
-    import socket
-
-    with socket.socket() as probe:  # a loopback port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    write_jsonl(tmp_path / "data.jsonl", chat_rows(3))
-    code, stdout, stderr = run_elicit(
-        f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'out.jsonl'} --base-url http://127.0.0.1:{port}/v1 --model judge --max-retries 1 --backoff-base 0.01"
-    )
-    assert code == 1
-    assert "connection error after 2 attempts" in stderr
-    assert "null      3 rows" in stdout
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -303,6 +288,7 @@ def test_unreachable_server(tmp_path, run_elicit):
         ("--method logprob --samples 2", "--samples applies to --method verbalized only"),
         ("--shard 4/4", "need 0 <= i < n"),
         ("--field messages", "is the sample's content"),
+        ("--method logprob --top-logprobs 21", "--top-logprobs 21: OpenAI-compatible servers"),
     ],
 )
 def test_usage_errors(tmp_path, run_elicit, flags, message):
@@ -330,3 +316,93 @@ def test_input_errors_name_row_field_and_value(tmp_path, run_elicit):
         f"elicit {tmp_path / 'data.jsonl'} -o {tmp_path / 'data.jsonl'} --model m"
     )
     assert code == 2 and "is the input" in stderr
+
+
+def digit_mass_reply(i: int, mass: float) -> Reply:
+    """Digit 3 with probability `mass`; the rest on a word."""
+    alternatives = [("3", math.log(mass)), ("The", math.log(1 - mass))]
+    return Reply(["3"], tokens=[Token("3", math.log(mass), alternatives)])
+
+
+def test_logprob_reports_the_digit_mass_and_nulls_rows_below_the_threshold(
+    tmp_path, judge_server, run_elicit
+):
+    mass_of = {0: 0.95, 1: 0.9, 2: 0.99, 3: 0.3}
+    judge = ScriptedJudge(lambda i, k, request: digit_mass_reply(i, mass_of[i]))
+    server = judge_server(judge)
+    code, stdout, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 4, "--method logprob")
+    assert code == 1, stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["uncertainty_digit_mass"] for r in rows] == pytest.approx([0.95, 0.9, 0.99, 0.3])
+    assert [r["uncertainty"] for r in rows[:3]] == pytest.approx([3 / 9] * 3)
+    assert rows[3]["uncertainty"] is None and rows[3]["uncertainty_score"] is None
+    assert (
+        "row 3: not scored: only 30.0% of the judge's probability is on the digit tokens "
+        "(below --min-digit-mass 0.5): its answer is not a score" in stderr
+    )
+    assert judge.counts[3] == 1  # a low mass is the judge's answer: not asked again
+    assert "digits    mean 78.5%, min 30.0% of the judge's probability on the digit tokens" in (
+        stdout
+    )
+    assert "1 below --min-digit-mass 0.5, null" in stdout
+    assert "warning: the judge put" not in stdout  # a mean of 78.5% is not low across the run
+
+    # a lower threshold keeps the row; the cache is checked against the threshold on reuse
+    code, _, stderr = elicit_chat_rows(
+        run_elicit, tmp_path, server, 4, "--method logprob --min-digit-mass 0.2"
+    )
+    assert code == 0, stderr
+    assert judge.counts[3] == 2 and judge.counts[0] == 1  # only the null row was asked again
+    code, _, _ = elicit_chat_rows(run_elicit, tmp_path, server, 4, "--method logprob")
+    assert code == 1 and judge.counts[3] == 3  # its cached score fails 0.5: asked, null again
+    assert read_jsonl(tmp_path / "out.jsonl")[3]["uncertainty"] is None
+
+
+def test_a_judge_that_does_not_answer_with_digits_is_warned_about(
+    tmp_path, judge_server, run_elicit
+):
+    server = judge_server(ScriptedJudge(lambda i, k, request: digit_mass_reply(i, 0.04)))
+    code, stdout, _ = elicit_chat_rows(run_elicit, tmp_path, server, 3, "--method logprob")
+    assert code == 1
+    assert [r["uncertainty"] for r in read_jsonl(tmp_path / "out.jsonl")] == [None] * 3
+    assert "warning: the judge put on average only 4.0% of its probability on the digit" in stdout
+
+
+def greedy(i: int, k: int, request) -> Reply:
+    """A server that ignores `n` and `temperature` (transformers serve): one greedy reply."""
+    return Reply([f"Score: {expected_score(i)}"])
+
+
+REPETITION = "warning: every sample's replies were identical"
+
+
+def test_a_server_that_ignores_n_and_temperature_is_noticed_once(
+    tmp_path, judge_server, run_elicit
+):
+    server = judge_server(ScriptedJudge(greedy))
+    code, stdout, stderr = elicit_chat_rows(run_elicit, tmp_path, server, 25, "--samples 3")
+    assert code == 0, stderr
+    assert stdout.count(REPETITION) == 1
+    assert (
+        f"{REPETITION} (25 samples with several replies under --samples 3), and it answered 50 "
+        "requests for n > 1 with fewer completions: the server most likely ignores" in stdout
+    )
+
+
+def test_no_repetition_warning_for_a_handful_of_rows_or_a_server_that_samples(
+    tmp_path, judge_server, run_elicit
+):
+    server = judge_server(ScriptedJudge(greedy))
+    code, stdout, _ = elicit_chat_rows(run_elicit, tmp_path, server, 5, "--samples 3")
+    assert code == 0 and REPETITION[:30] not in stdout  # 5 sure answers prove nothing
+
+    def sampling(i, k, request):  # most rows agree with themselves, a few do not
+        if i % 8 == 0:
+            return Reply(["3", "4", "3"][: request.n])
+        return Reply([str(expected_score(i))] * request.n)
+
+    server = judge_server(ScriptedJudge(sampling))
+    code, stdout, _ = elicit_chat_rows(
+        run_elicit, tmp_path, server, 25, f"--samples 3 --cache {tmp_path / 'other.jsonl'}"
+    )
+    assert code == 0 and REPETITION[:30] not in stdout

@@ -35,9 +35,9 @@ from axolotl_ual.elicit.samples import Message, Sample
         ("7.\n\nThe answer depends on taste, 2 or 3 options.", 7.0),
         ("The task has one answer (2+2), so Score: 2", 2.0),
         ("<think>could be 3 or 9</think>\n4", 4.0),
-        ("The answer: 5", 5.0),
-        ("I'd rate this a 3 on a scale of 1-10.", 3.0),
-        ("On a scale from 1 to 10, this is a 4.", 4.0),
+        ("**Score**: 7", 7.0),
+        ("Uncertainty: 3", 3.0),
+        ("(7)", 7.0),
     ],
 )
 def test_parse_score_accepts(reply, score):
@@ -60,6 +60,16 @@ def test_parse_score_accepts(reply, score):
         "between 3 and 5",
         "12/10",
         "a 3 or a 4 on a scale of 1-10",
+        # a stray number in prose or garbage is not a score (issue 12)
+        "...{6~...",
+        "There are 2 valid answers, so it is moderately uncertain",
+        "I'd rate this a 3 on a scale of 1-10.",
+        "On a scale from 1 to 10, this is a 4.",
+        "The answer: 5",
+        "7 {~",
+        "Score: 7-8",
+        "rating 6 or 7",
+        "The uncertainty of 2 answers is high",
     ],
 )
 def test_parse_score_rejects(reply):

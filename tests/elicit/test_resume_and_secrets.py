@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from .support import (
     ScriptedJudge,
     chat_rows,
     cli_command,
+    elicit_in_subprocess,
     expected_u,
     judge_client_env,
     read_jsonl,
@@ -140,7 +142,7 @@ def test_the_api_key_is_never_written(tmp_path, judge_server, run_elicit, monkey
     assert result.returncode == 1
     (tmp_path / "stdout.log").write_text(result.stdout)
     (tmp_path / "stderr.log").write_text(result.stderr)
-    assert "bad request from Bearer ***" in result.stderr  # scrubbed, not just absent
+    assert "bad request from Bearer ***" in result.stderr  # masked, not just absent
     monkeypatch.setenv("OPENAI_API_KEY", secret)  # in this process: torch is already imported
     code, stdout, stderr = run_elicit(f"inspect {tmp_path / 'scored.jsonl'}")
     assert code == 0, stderr
@@ -209,3 +211,57 @@ def test_ctrl_c_writes_what_it_has_and_the_rerun_finishes(tmp_path, judge_server
         [expected_u(i) for i in range(40)]
     )
     assert all(judge.counts[i] == 1 for i in done)
+
+
+def key_pieces(secret: str) -> set[str]:
+    """Every run of 8 characters of the key: none may be printed or written anywhere."""
+    return {secret[i : i + 8] for i in range(len(secret) - 7)}
+
+
+def test_the_key_is_masked_wherever_the_server_or_the_judge_puts_it(tmp_path, judge_server):
+    secret = "sk-test-" + os.urandom(16).hex()
+
+    def script(i, k, request):
+        if i == 0:  # a 200 that is not JSON and echoes the request's Authorization header
+            return Reply(body=f"proxy: Authorization: {request.authorization}")
+        if i == 1:  # the same, where the printed preview cuts the key in the middle
+            return Reply(body="x" * 60 + f" {request.authorization}")
+        if i == 2:  # the judge's reply quotes the key
+            return Reply([f"{request.authorization} is what you sent me"])
+        if i == 3:  # ...and in a reply that parses: not printed at all
+            return Reply([f"Score: 4 (key {request.authorization})"])
+        return None
+
+    server = judge_server(ScriptedJudge(script))
+    result = elicit_in_subprocess(
+        tmp_path, server, 6, "--sidecar side.jsonl --max-retries 0 --parse-retries 1", key=secret
+    )
+    assert result.returncode == 1, result.stderr
+    assert "row 0: not scored: the reply is not JSON: 'proxy: Authorization: Bearer ***'" in (
+        result.stderr
+    )
+    assert "row 2: not scored: no score in 2 replies: 'Bearer *** is what you" in (result.stderr)
+    written = {path: path.read_text(errors="replace") for path in tmp_path.rglob("*.*")}
+    for where, text in {"stdout": result.stdout, "stderr": result.stderr, **written}.items():
+        leaked = {piece for piece in key_pieces(secret) if piece in text}
+        assert not leaked, f"the key is in {where}: {leaked}"
+
+
+def test_an_unexpected_error_holding_the_key_is_printed_masked(monkeypatch, capsys):
+    from axolotl_ual.elicit import cli
+
+    secret = "sk-test-" + os.urandom(16).hex()
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+
+    @cli._key_masked
+    def crash(args):
+        print(f"starting with {secret}")
+        raise RuntimeError(f"bug: key={secret[:20]}")
+
+    with pytest.raises(SystemExit) as exit_info:
+        crash(argparse.Namespace(api_key_env="OPENAI_API_KEY"))
+    assert exit_info.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "starting with ***\n"
+    assert "Traceback" in err and "RuntimeError: bug: key=***" in err
+    assert not {piece for piece in key_pieces(secret) if piece in out + err}

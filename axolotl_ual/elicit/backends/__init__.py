@@ -1,40 +1,54 @@
-"""Judge backends: `openai` (any OpenAI-compatible server, async), `hf` (local transformers
-model, batched) and `vllm` (offline batches). Each is imported only when chosen.
-
-An async judge (`openai`) has `async judge(sample) -> Judgement` and `async aclose()`; a batch
-judge (`hf`, `vllm`) has `judge_batch(samples) -> list[Judgement]`, `batch_size` and `close()`.
-Both keep a `stats: RequestStats`.
+"""Judge backends, registered once here: the CLI's `--backend` choices, `make_judge`, the list
+of local backends and their help text all come from `BACKENDS`. Each backend module is
+imported only when chosen (they import openai, torch or vllm).
 """
 
 from __future__ import annotations
 
-from .base import BackendError, BackendOptions, RequestStats
+import importlib
+from dataclasses import dataclass
 
-BACKENDS = ("openai", "hf", "vllm")
-LOCAL_BACKENDS = ("hf", "vllm")
+from ...errors import UsageError
+from .base import AsyncJudge, BackendError, BackendOptions, BatchJudge, Judge, RequestStats
 
 
-def make_judge(backend: str, method, options: BackendOptions):
-    if backend == "openai":
-        from .openai_backend import OpenAIJudge
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str  # in this package
+    judge_class: str
+    local: bool  # runs a model in this process (white-box methods possible)
+    help: str
 
-        return OpenAIJudge(method, options)
-    if backend == "hf":
-        from .hf_backend import HFJudge
 
-        return HFJudge(method, options)
-    if backend == "vllm":
-        from .vllm_backend import VLLMJudge
+BACKENDS = {
+    backend.name: backend
+    for backend in (
+        Backend("openai", "openai_backend", "OpenAIJudge", False, "any OpenAI-compatible server"),
+        Backend("hf", "hf_backend", "HFJudge", True, "local transformers model"),
+        Backend("vllm", "vllm_backend", "VLLMJudge", True, "local vLLM engine"),
+    )
+}
+LOCAL_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.local)
 
-        return VLLMJudge(method, options)
-    raise BackendError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+def make_judge(name: str, method, options: BackendOptions) -> Judge:
+    backend = BACKENDS.get(name)
+    if backend is None:
+        raise UsageError(f"unknown backend {name!r}; expected one of {tuple(BACKENDS)}")
+    module = importlib.import_module(f".{backend.module}", __name__)
+    return getattr(module, backend.judge_class)(method, options)
 
 
 __all__ = [
     "BACKENDS",
     "LOCAL_BACKENDS",
+    "AsyncJudge",
+    "Backend",
     "BackendError",
     "BackendOptions",
+    "BatchJudge",
+    "Judge",
     "RequestStats",
     "make_judge",
 ]

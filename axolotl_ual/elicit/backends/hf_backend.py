@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 
-from ..methods import Entropy, Judgement, Logprob, Verbalized, mean_response_entropy, render_plain
+from ...errors import UsageError
+from ..chat_render import render_plain
+from ..entropy import mean_response_entropy
+from ..methods import Entropy, Judgement, Logprob, Verbalized
 from ..prompts import token_digit
-from .base import BackendError, BackendOptions, RequestStats, judge_verbalized_batch
+from .base import BackendError, BackendOptions, BatchJudge, RequestStats, judge_verbalized_batch
 
 
 def resolve_device(device: str) -> str:
@@ -30,7 +33,7 @@ def resolve_dtype(dtype: str, device: str):
         try:
             return getattr(torch, dtype)
         except AttributeError:
-            raise BackendError(
+            raise UsageError(
                 f"unknown --dtype {dtype!r}; use float32, bfloat16 or float16"
             ) from None
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -38,12 +41,13 @@ def resolve_dtype(dtype: str, device: str):
     return torch.float32
 
 
-class HFJudge:
+class HFJudge(BatchJudge):
     def __init__(self, method, options: BackendOptions):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.method = method
+        self.model_name = options.model
         self.stats = RequestStats()
         self.batch_size = options.batch_size or 8
         self.device = resolve_device(options.device)
@@ -60,6 +64,9 @@ class HFJudge:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self._torch = torch
         self._digit_ids: list[list[int]] | None = None
+
+    def describe(self) -> str:
+        return f"hf model {self.model_name!r} on {self.device}, batches of {self.batch_size}"
 
     def close(self) -> None:
         self.model = None
@@ -158,9 +165,7 @@ class HFJudge:
                 if not (total > 0 and math.isfinite(value)):
                     judgements.append(Judgement.failed("no probability on any digit token"))
                     continue
-                judgements.append(
-                    Judgement(value, self.method.scale.uncertainty(value), {"digit_mass": total})
-                )
+                judgements.append(self.method.from_digits(value, total))
         return judgements
 
     # ------------------------------------------------------------------ entropy
@@ -168,15 +173,8 @@ class HFJudge:
     def _entropy(self, samples) -> list[Judgement]:
         torch = self._torch
         encoded = [self.method.encode(self.tokenizer, sample) for sample in samples]
-        judgements: list[Judgement | None] = [None] * len(samples)
-        todo = []
-        for index, (_, mask) in enumerate(encoded):
-            if any(mask[1:]):
-                todo.append(index)
-            else:
-                judgements[index] = Judgement.failed(
-                    "no response tokens to measure (no assistant turn, or all of it beyond --max-length)"
-                )
+        judgements = [Entropy.no_response() for _ in samples]
+        todo = Entropy.measurable(encoded)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             width = max(len(encoded[i][0]) for i in chunk)

@@ -1,99 +1,44 @@
-"""Judge through any OpenAI-compatible chat-completions server (`openai.AsyncOpenAI`).
+"""Score samples through any OpenAI-compatible chat-completions server.
 
-The client's own retries are off (`max_retries=0`): this module retries, so every retry is
-counted and its policy is ours. Retried: 408, 409, 425, 429 and 5xx answers, timeouts and
-connection errors, with exponential backoff and jitter, waiting exactly as long as a
-`Retry-After` (or `retry-after-ms`) header asks when there is one. Stops the run: 401, 403, 404
-(a bad key or model name fails every row alike). Leaves the row null: any other 4xx (e.g. a
-sample longer than the judge's context) and retries exhausted.
-
-The API key is read from the environment and handed to the client only; error texts are
-scrubbed of it before they are shown, and nothing here logs requests or headers.
+This is the scoring half: which requests a method needs and how to read their replies.
+Sending them (whole-request timeouts, retries, backoff, the error policy, server messages) is
+`client.OpenAIChatClient`'s job; a reply that cannot be used names what was wrong with it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
-import os
-import random
-import time
+import re
 from typing import Any
 
+from ...errors import UsageError
+from ..client import OpenAIChatClient, RequestFailed, choices_of, message_text, why_no_text
 from ..methods import Judgement, Logprob, LogprobTally, Verbalized, VerbalizedTally
 from ..prompts import TokenPosition
 from ..samples import Sample
-from .base import BackendError, BackendOptions, RequestStats
+from .base import AsyncJudge, BackendError, BackendOptions
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-FATAL_STATUS = frozenset({401, 403, 404})
-RETRY_AFTER_CAP = 600.0
-
-
-class RowFailed(Exception):
-    """This sample's request failed for good; the row stays null."""
-
-    def __init__(self, message: str, *, transient: bool):
-        super().__init__(message)
-        self.transient = transient
+# A server's refusal of `n` > 1 (llama.cpp: "Only one completion choice is allowed").
+N_REFUSED = re.compile(r"completion choice|\bn\b.*(?:must|only|support)", re.I)
 
 
-def retry_after_seconds(headers: Any) -> float | None:
-    """The wait a 429/503 answer asks for (`retry-after-ms`, `Retry-After` seconds or date)."""
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(float(millis) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-class OpenAIJudge:
+class OpenAIJudge(AsyncJudge):
     def __init__(self, method: Verbalized | Logprob, options: BackendOptions):
         if not isinstance(method, (Verbalized, Logprob)):
-            raise BackendError(
+            raise UsageError(
                 f"the {method.name} method needs the model's full predictive distribution, which an "
                 "API does not give: use --backend hf or --backend vllm with a local model"
             )
-        from openai import AsyncOpenAI
-
         self.method = method
-        self.options = options
-        self.stats = RequestStats()
-        # Kept only to scrub it from error texts; never printed or stored.
-        self._secret = os.environ.get(options.api_key_env) or None
-        self._client = AsyncOpenAI(
-            # Local servers (vLLM, llama.cpp) need no key, but the client insists on one.
-            api_key=self._secret or "EMPTY",
-            base_url=options.base_url,
-            timeout=options.timeout,
-            max_retries=0,
-        )
+        self.client = OpenAIChatClient(options)
+        self.stats = self.client.stats
+        self.concurrency = options.concurrency
+        self.one_choice = False  # the server refused `n` > 1: ask for one completion at a time
 
-    @property
-    def has_key(self) -> bool:
-        return self._secret is not None
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+    def describe(self) -> str:
+        return f"{self.client.describe()}, concurrency {self.concurrency}"
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self.client.aclose()
 
     async def judge(self, sample: Sample) -> Judgement:
         messages = self.method.messages(sample)
@@ -101,120 +46,52 @@ class OpenAIJudge:
             if isinstance(self.method, Verbalized):
                 return await self._verbalized(messages)
             return await self._logprob(messages)
-        except RowFailed as exc:
+        except RequestFailed as exc:
             return Judgement.failed(str(exc), transient=exc.transient)
 
     async def _verbalized(self, messages) -> Judgement:
         tally = VerbalizedTally(self.method)
         while request := tally.next_request():
             n, temperature = request
-            extra = {"n": n} if n > 1 else {}  # servers that ignore `n` are asked again
-            reply = await self._create(
-                messages=messages,
-                temperature=temperature,
-                max_tokens=self.method.max_tokens,
-                **extra,
-            )
-            texts = [_message_text(choice) for choice in _choices(reply)][:n]
-            self.stats.unparsable += tally.add(texts)
+            # one completion per request where `n` is refused; one that ignores it is asked again
+            extra = {"n": n} if n > 1 and not self.one_choice else {}
+            try:
+                reply = await self.client.complete(
+                    messages, temperature=temperature, max_tokens=self.method.max_tokens, **extra
+                )
+            except RequestFailed as exc:
+                if extra and N_REFUSED.search(exc.server_message):
+                    self.one_choice = True  # for every sample from now on
+                    continue
+                raise
+            choices = choices_of(reply)[:n]
+            self.stats.ignored_n += bool(extra) and len(choices) < n
+            texts = [message_text(choice) for choice in choices]
+            self.stats.unparsable += tally.add(texts, missing=why_no_text(choices[0]))
+        self.stats.count_replies(tally)
         return tally.judgement()
 
     async def _logprob(self, messages) -> Judgement:
         tally = LogprobTally(self.method)
         while (temperature := tally.next_request()) is not None:
-            reply = await self._create(
-                messages=messages,
+            reply = await self.client.complete(
+                messages,
                 temperature=temperature,
                 max_tokens=self.method.max_tokens,
                 logprobs=True,
                 top_logprobs=self.method.top_logprobs,
             )
-            choice = (_choices(reply) or [{}])[0]
-            if choice and choice.get("logprobs") is None:
+            choice = choices_of(reply)[0]
+            if choice.get("logprobs") is None:
                 raise BackendError(
                     "the server answered without logprobs: the logprob method needs a server "
-                    "that supports `logprobs` and `top_logprobs` (vLLM, OpenAI); use "
-                    "--method verbalized otherwise"
+                    "that supports `logprobs` and `top_logprobs` (vLLM, llama.cpp, OpenAI; see "
+                    "docs/elicit.md); use --method verbalized otherwise"
                 )
-            if not tally.add(_token_positions(choice), _message_text(choice)):
+            text = message_text(choice)
+            if not tally.add(_token_positions(choice), text, missing=why_no_text(choice)):
                 self.stats.unparsable += 1
         return tally.judgement()
-
-    async def _create(self, **params) -> dict[str, Any]:
-        """One chat completion as a dict, retried on transient failures.
-
-        The body is posted as is and the reply parsed with `json`: the client's typed
-        `chat.completions.create` spends about 0.5 ms of CPU per request converting parameters
-        and building response models, which at high concurrency is the client's main cost.
-        """
-        import openai
-
-        body = {"model": self.options.model, **params}
-        for attempt in range(self.options.max_retries + 1):
-            self.stats.requests += 1
-            try:
-                text = await self._client.post("/chat/completions", cast_to=str, body=body)
-                return _json_object(text)
-            except openai.APITimeoutError:
-                cause, wait = "timeout", None
-            except openai.APIConnectionError:
-                cause, wait = "connection error", None
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                detail = self.scrub(_error_message(exc))
-                if status in FATAL_STATUS:
-                    raise BackendError(f"the server answered HTTP {status}: {detail}") from None
-                if status not in RETRYABLE_STATUS and status < 500:
-                    raise RowFailed(f"HTTP {status}: {detail}", transient=False) from None
-                cause, wait = f"HTTP {status}", retry_after_seconds(exc.response.headers)
-            except openai.OpenAIError as exc:
-                raise RowFailed(
-                    self.scrub(f"{type(exc).__name__}: {exc}"), transient=False
-                ) from None
-            if attempt == self.options.max_retries:
-                raise RowFailed(f"{cause} after {attempt + 1} attempts", transient=True)
-            self.stats.retries[cause] += 1
-            await asyncio.sleep(self._delay(attempt, wait))
-        raise AssertionError("unreachable")
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, RETRY_AFTER_CAP)
-        # Full-size exponential steps with jitter, so a burst of failures does not retry in step.
-        backoff = min(self.options.backoff_max, self.options.backoff_base * 2**attempt)
-        return backoff * random.uniform(0.5, 1.0)
-
-
-def _error_message(exc) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-        if isinstance(error, str):
-            return error[:300]
-    return str(getattr(exc, "message", "") or exc)[:300]
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except (TypeError, json.JSONDecodeError):
-        raise RowFailed(f"the reply is not JSON: {str(text)[:80]!r}", transient=False) from None
-    if not isinstance(data, dict):
-        raise RowFailed(f"the reply is not a chat completion: {str(text)[:80]!r}", transient=False)
-    return data
-
-
-def _choices(reply: dict[str, Any]) -> list[dict[str, Any]]:
-    choices = reply.get("choices")
-    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
-
-
-def _message_text(choice: dict[str, Any]) -> str | None:
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    return content if isinstance(content, str) else None
 
 
 def _token_positions(choice: dict[str, Any]) -> list[TokenPosition]:

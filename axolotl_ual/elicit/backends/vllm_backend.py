@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import math
 
+from ..entropy import entropy_from_top_logprobs
 from ..methods import (
     Entropy,
     Judgement,
     Logprob,
     LogprobTally,
     Verbalized,
-    entropy_from_top_logprobs,
+    drive_tallies,
 )
 from ..prompts import TokenPosition
-from .base import BackendError, BackendOptions, RequestStats, judge_verbalized_batch
+from .base import BackendError, BackendOptions, BatchJudge, RequestStats, judge_verbalized_batch
 
 INSTALL_HINT = "pip install 'axolotl-ual[vllm]'"
 
@@ -65,10 +66,11 @@ def prompt_entropy(prompt_logprobs, response_mask, vocab_size: int) -> tuple[flo
     return (math.fsum(values) / len(values) if values else math.nan), len(values)
 
 
-class VLLMJudge:
+class VLLMJudge(BatchJudge):
     def __init__(self, method, options: BackendOptions):
         vllm = import_vllm()
         self.method = method
+        self.model_name = options.model
         self.stats = RequestStats()
         self.batch_size = options.batch_size or 512
         self._vllm = vllm
@@ -80,6 +82,9 @@ class VLLMJudge:
             kwargs["dtype"] = options.dtype
         self.llm = vllm.LLM(**kwargs)
         self._tokenizer = None
+
+    def describe(self) -> str:
+        return f"vllm model {self.model_name!r}, batches of {self.batch_size}"
 
     def close(self) -> None:
         self.llm = None
@@ -109,24 +114,20 @@ class VLLMJudge:
     def _logprob(self, samples) -> list[Judgement]:
         tallies = [LogprobTally(self.method) for _ in samples]
         conversations = [self.method.messages(sample) for sample in samples]
-        while True:
-            groups: dict[float, list[int]] = {}
-            for index, tally in enumerate(tallies):
-                if (temperature := tally.next_request()) is not None:
-                    groups.setdefault(temperature, []).append(index)
-            if not groups:
-                return [tally.judgement() for tally in tallies]
-            for temperature, indices in groups.items():
-                params = self._vllm.SamplingParams(
-                    temperature=temperature,
-                    max_tokens=self.method.max_tokens,
-                    logprobs=self.method.top_logprobs,
-                )
-                outputs = self._chat([conversations[i] for i in indices], params)
-                for index, output in zip(indices, outputs, strict=True):
-                    completion = output.outputs[0]
-                    if not tallies[index].add(completion_positions(completion), completion.text):
-                        self.stats.unparsable += 1
+
+        def ask(temperature: float, indices: list[int]) -> None:
+            params = self._vllm.SamplingParams(
+                temperature=temperature,
+                max_tokens=self.method.max_tokens,
+                logprobs=self.method.top_logprobs,
+            )
+            outputs = self._chat([conversations[i] for i in indices], params)
+            for index, output in zip(indices, outputs, strict=True):
+                completion = output.outputs[0]
+                if not tallies[index].add(completion_positions(completion), completion.text):
+                    self.stats.unparsable += 1
+
+        return drive_tallies(tallies, ask)
 
     def _entropy(self, samples) -> list[Judgement]:
         if self._tokenizer is None:
@@ -134,13 +135,8 @@ class VLLMJudge:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.llm.llm_engine.model_config.model)
         encoded = [self.method.encode(self._tokenizer, sample) for sample in samples]
-        todo = [i for i, (_, mask) in enumerate(encoded) if any(mask[1:])]
-        judgements = [
-            Judgement.failed(
-                "no response tokens to measure (no assistant turn, or all of it "
-                "beyond --max-length)"
-            )
-        ] * len(samples)
+        todo = Entropy.measurable(encoded)
+        judgements = [Entropy.no_response() for _ in samples]
         if not todo:
             return judgements
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=self.method.top_logprobs)
