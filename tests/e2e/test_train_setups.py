@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +124,10 @@ def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
 
 def test_demo_command(tmp_path):
     """The README's main command, on the embedded default (tiny model, bundled data, CPU)."""
+    import matplotlib.image
+
+    from axolotl_ual.demo import logged_metrics
+
     workdir = tmp_path / "demo"
     result = subprocess.run(
         [console_script("axolotl-ual"), "demo", "--workdir", str(workdir)],
@@ -133,10 +139,42 @@ def test_demo_command(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:]
-    assert "UAL demo finished." in result.stdout
-    from axolotl_ual.demo import logged_metrics
+    out = result.stdout.splitlines()
 
-    records = logged_metrics((workdir / "train.log").read_text())
+    # one line on what is trained, one on where the log is
+    described = next(line for line in out if line.startswith("Training a tiny Llama ("))
+    for part in ("on 54 chat rows", "for 3 epochs", "eps = 0.2 * u per row"):
+        assert part in described
+    log_line = next(line for line in out if line.startswith("Full log: "))
+    log = Path(log_line.removeprefix("Full log: ").split(" (")[0])
+    assert log == workdir / "train.log" and log.is_file()
+    assert "[axolotl.cli.config]" not in result.stdout and "torchao" not in result.stdout
+
+    # progress as it trains: stamped when each line arrived, all before the summary
+    def stamped(pattern: str) -> list[tuple[int, int]]:  # (line index, seconds)
+        return [
+            (i, int(m[1]))
+            for i, line in enumerate(out)
+            if (m := re.match(rf"\[\s*(\d+)s\] {pattern}", line))
+        ]
+
+    steps, evals = stamped(r"step\s+\d+/9  loss "), stamped(r"eval at step \d+/9: loss ")
+    finished = next(i for i, line in enumerate(out) if line.startswith("UAL demo finished in"))
+    assert len(steps) == 9 and len(evals) >= 2
+    assert max(i for i, _ in steps + evals) < finished
+    # streamed, not printed at exit: the step count was known well before the last step
+    [(_, planned)] = stamped("axolotl: 9 optimizer steps")
+    assert planned < steps[-1][1]
+
+    # the summary explains the bucketed NLLs and points at the plot
+    assert any(line.startswith("  eval_ual_nll_low/mid/high: the unsmoothed NLL") for line in out)
+    plot_line = next(line for line in out if line.startswith("  plot: "))
+    png = Path(plot_line.removeprefix("  plot: ").split(" (")[0])
+    assert png == workdir / "ual_demo.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert matplotlib.image.imread(png).ndim == 3
+
+    records = logged_metrics(log.read_text())
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) >= 3 and losses[-1] < losses[0]  # it learns
     assert any("eval_ual_nll_high" in r for r in records)
