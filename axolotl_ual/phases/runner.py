@@ -72,6 +72,9 @@ def main(args) -> int:
     except (UsageError, DataError) as exc:
         console.error(f"error: {exc}")
         return ExitCode.USAGE
+    except KeyboardInterrupt:  # before or between trainings: nothing is running
+        console.error("interrupted; re-run the same command to go on")
+        return ExitCode.INTERRUPTED
 
 
 def run_recipe(
@@ -275,14 +278,18 @@ class Runner:
                 f"{resume.path.name if resume else 'nothing'}) =====\n".encode()
             )
             offset = handle.tell()
-            process = subprocess.Popen(
-                argv,
-                cwd=config.parent,
-                env=offline_env(),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    cwd=config.parent,
+                    env=offline_env(),
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                self.console.error(f"cannot start {argv[0]}: {exc} (is axolotl installed?)")
+                return 127, False
         self.journal.phase(plan.name)["attempts"][-1]["process_group"] = process.pid
         self.journal.save()
         cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
