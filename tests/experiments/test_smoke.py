@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from experiments.uncertainty_mixture.prepare import read_jsonl
+from axolotl_ual.toolkit import read_jsonl
 from experiments.uncertainty_mixture.report import axolotl_logs
 from tests.support import REPO, axolotl_env
 
