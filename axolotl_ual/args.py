@@ -6,7 +6,8 @@ at which stage it applies (`json_schema_extra["stage"]`):
 
 - `data`: decides the tokenized rows (part of the prepared-data fingerprint, `DATA_KEYS`);
 - `training`: read by the trainer from `TrainingArguments` (`UALTrainingArgsMixin`, whose
-  fields and defaults are generated from these, `TRAINING_KEYS`).
+  fields and defaults are generated from these, `TRAINING_KEYS`);
+- both, for a key that decides what the rows carry and what the trainer does with it.
 
 No axolotl imports: `axolotl-ual inspect` validates the keys of a YAML with `UALArgs` alone.
 """
@@ -53,8 +54,24 @@ class MissingUncertainty(StrEnum):
     default = "default"
 
 
-def _key(default: Any, stage: str, description: str, **constraints) -> Any:
-    extra = {"stage": stage, "description": description}
+class Objective(StrEnum):
+    """What the trainer optimizes (see `objectives.py`)."""
+
+    sft = "sft"  # UAL-smoothed SFT (with Instruction Modelling's instruction tokens)
+    ulma = "ulma"  # point-wise preference: positives by smoothed SFT, negatives by point-wise DPO
+    pointwise_dpo = "pointwise_dpo"  # point-wise DPO for positives too (ULMA's baseline)
+
+
+class PreferenceLabels(StrEnum):
+    binary = "binary"  # 1 good, 0 bad
+    continuous = "continuous"  # a score in [0, 1]; 1 is a demonstration
+
+
+def _key(default: Any, stage: str | tuple[str, ...], description: str, **constraints) -> Any:
+    extra = {
+        "stage": [stage] if isinstance(stage, str) else list(stage),
+        "description": description,
+    }
     if callable(default):
         return Field(default_factory=default, json_schema_extra=extra, **constraints)
     return Field(default=default, json_schema_extra=extra, **constraints)
@@ -82,7 +99,10 @@ class UALArgs(BaseModel):
     """Uncertainty-Aware Learning settings."""
 
     ual_uncertainty_source: UncertaintySource = _key(
-        UncertaintySource.field, DATA, "where each sample's uncertainty comes from"
+        # training too: "constant" is plain label smoothing at ual_smoothing_max
+        UncertaintySource.field,
+        (DATA, TRAINING),
+        "where each sample's uncertainty comes from",
     )
     ual_uncertainty_field: str = _key(
         "uncertainty", DATA, "row column holding the uncertainty (source: field)"
@@ -122,6 +142,18 @@ class UALArgs(BaseModel):
         SAMPLE_SMOOTHING,
         TRAINING,
         "epsilon of instruction tokens: a number in [0, 1), or `sample` (the sample's own)",
+    )
+
+    ual_objective: Objective = _key(Objective.sft, (DATA, TRAINING), "sft | ulma | pointwise_dpo")
+    ual_preference_field: str = _key(
+        "label", DATA, "row column with the preference label (ual_objective: ulma / pointwise_dpo)"
+    )
+    ual_preference_labels: PreferenceLabels = _key(
+        PreferenceLabels.binary, (DATA, TRAINING), "binary (0 / 1) or continuous (in [0, 1])"
+    )
+    ual_preference_beta: float = _key(0.1, TRAINING, "beta of the point-wise DPO terms", gt=0.0)
+    ual_preference_constant: float = _key(
+        0.0, TRAINING, "c, the constant standing in for log Z(x) in the point-wise DPO terms"
     )
 
     @field_validator("ual_instruction_smoothing")
@@ -173,6 +205,7 @@ class UALArgs(BaseModel):
         if not isinstance(data, dict):
             return data
         check_unknown_keys(data)
+        _check_preference_keys(data)
         if "datasets" in data:  # axolotl's merged schema: `data` is the whole config
             _check_datasets(data)
             _check_single_loss(data)
@@ -195,6 +228,24 @@ def check_unknown_keys(data: dict) -> None:
         f"unknown UAL key(s): {', '.join(hints)}. The keys this version of axolotl-ual knows are "
         f"{', '.join(UALArgs.model_fields)}"
     )
+
+
+PREFERENCE_KEYS = (
+    "ual_preference_field",
+    "ual_preference_labels",
+    "ual_preference_beta",
+    "ual_preference_constant",
+)
+
+
+def _check_preference_keys(data: dict) -> None:
+    objective = data.get("ual_objective") or Objective.sft
+    given = [key for key in PREFERENCE_KEYS if data.get(key) is not None]
+    if given and str(objective) == Objective.sft:
+        raise UsageError(
+            f"{', '.join(given)} only apply to the point-wise preference objectives: set "
+            "ual_objective: ulma (or pointwise_dpo), or remove the key(s)"
+        )
 
 
 def _check_datasets(data: dict) -> None:
@@ -262,12 +313,12 @@ def _keys_of_stage(stage: str) -> tuple[str, ...]:
     return tuple(
         name
         for name, info in UALArgs.model_fields.items()
-        if (info.json_schema_extra or {}).get("stage") == stage
+        if stage in (info.json_schema_extra or {}).get("stage", ())
     )
 
 
 DATA_KEYS = _keys_of_stage(DATA)
-TRAINING_KEYS = (*_keys_of_stage(TRAINING), "ual_uncertainty_source")  # "constant" maps too
+TRAINING_KEYS = _keys_of_stage(TRAINING)
 
 
 def _plain(value: Any) -> Any:
@@ -281,13 +332,23 @@ def _mixin_field(name: str):
     return name, Any, field(default=_plain(info.default))
 
 
-# What `UALTrainer` reads from `TrainingArguments` (axolotl adds it to its training-args class).
+# What `UALTrainer` reads from `TrainingArguments` (axolotl adds it to its training-args class):
+# the training-stage keys, and where the prepared data lives (the plugin passes
+# `dataset_prepared_path`; the precomputed reference log-probabilities are cached beside it).
 UALTrainingArgsMixin = make_dataclass(
     "UALTrainingArgsMixin",
-    [_mixin_field(name) for name in TRAINING_KEYS],
+    [
+        *(_mixin_field(name) for name in TRAINING_KEYS),
+        ("ual_prepared_path", Any, field(default=None)),
+    ],
 )
 UALTrainingArgsMixin.__module__ = __name__
 UALTrainingArgsMixin.__doc__ = "The training-stage `ual_*` keys, with `UALArgs`'s defaults."
+
+
+def data_settings(cfg: Any) -> UALArgs:
+    """The data-stage `ual_*` keys of a config (raw or validated), validated, defaults filled."""
+    return UALArgs.model_validate({k: cfg.get(k) for k in DATA_KEYS if cfg.get(k) is not None})
 
 
 def training_args_from_cfg(cfg: Any) -> dict[str, Any]:

@@ -42,8 +42,14 @@ class TokenColumn:
 
 UNCERTAINTY = SampleColumn("ual_uncertainty", torch.float32, 0.0)
 INSTRUCTION = TokenColumn("ual_instruction", torch.bool, False)
+# ual_objective: ulma / pointwise_dpo: the sample's label (1 good, 0 bad, or a score in [0, 1])
+PREFERENCE = SampleColumn("ual_preference", torch.float32, -1.0)
+# the reference model's log p(token t | tokens < t), precomputed for full fine-tuning (0 at t=0)
+REFERENCE = TokenColumn("ual_reference_logprob", torch.float32, 0.0)
 
-COLUMNS: dict[str, SampleColumn | TokenColumn] = {c.name: c for c in (UNCERTAINTY, INSTRUCTION)}
+COLUMNS: dict[str, SampleColumn | TokenColumn] = {
+    c.name: c for c in (UNCERTAINTY, INSTRUCTION, PREFERENCE, REFERENCE)
+}
 
 SEGMENT = TokenColumn("ual_segment", torch.int64, -1)  # added by the collator, never stored
 BATCH_COLUMNS = {**COLUMNS, SEGMENT.name: SEGMENT}  # what the trainer pops before the forward

@@ -125,3 +125,34 @@ class EvalBuckets:
                 metrics[f"{prefix}_ual_nll{suffix}"] = round(nll.item() / tokens, 6)
                 metrics[f"{prefix}_ual_accuracy{suffix}"] = round(correct.item() / tokens, 6)
         return metrics
+
+
+class PreferenceMeter:
+    """Sums over sequences for the point-wise preference objectives, logged like TRL's
+    preference trainers: rewards (beta * Delta), mean per-token log-probabilities, their margin
+    and the share of positives, over the sequences seen since the last log."""
+
+    def __init__(self):
+        # reward+ sum, positives, reward- sum, negatives, logp+ sum, logp- sum
+        self.totals: torch.Tensor | None = None
+
+    def add(self, sums: torch.Tensor) -> None:
+        sums = sums.detach().double()
+        self.totals = sums if self.totals is None else self.totals + sums
+
+    @staticmethod
+    def metrics(totals: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        reward_pos, n_pos, reward_neg, n_neg, logp_pos, logp_neg = totals.tolist()
+        metrics: dict[str, float] = {}
+        name = f"{prefix}_ual" if prefix else "ual"
+        if n_pos:
+            metrics[f"{name}_rewards_positive"] = round(reward_pos / n_pos, 6)
+            metrics[f"{name}_logps_positive"] = round(logp_pos / n_pos, 6)
+        if n_neg:
+            metrics[f"{name}_rewards_negative"] = round(reward_neg / n_neg, 6)
+            metrics[f"{name}_logps_negative"] = round(logp_neg / n_neg, 6)
+        if n_pos and n_neg:
+            metrics[f"{name}_rewards_margin"] = round(reward_pos / n_pos - reward_neg / n_neg, 6)
+        if n_pos + n_neg:
+            metrics[f"{name}_positive_fraction"] = round(n_pos / (n_pos + n_neg), 6)
+        return metrics

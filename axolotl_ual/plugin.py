@@ -65,7 +65,11 @@ class UALPlugin(BasePlugin):
     def get_training_args(self, cfg):
         # axolotl turns average_tokens_across_devices off, so each data-parallel rank divides by
         # its own token count; UAL divides by the token count of the whole step, on all ranks
-        return {**training_args_from_cfg(cfg), "average_tokens_across_devices": True}
+        return {
+            **training_args_from_cfg(cfg),
+            "ual_prepared_path": cfg.dataset_prepared_path,  # reference log-probs are cached there
+            "average_tokens_across_devices": True,
+        }
 
     def get_collator_cls_and_kwargs(self, cfg, is_eval=False):
         from .collator import UALDataCollator

@@ -31,6 +31,10 @@ class InvalidUncertainty(DataError):
     """An uncertainty value that is not a number in [0, 1]."""
 
 
+class InvalidLabel(DataError):
+    """A preference label that is not 0 / 1 (binary) or a number in [0, 1] (continuous)."""
+
+
 def content_fields(fmt: str, field_messages: str = DEFAULT_MESSAGES_FIELD) -> tuple[str, ...]:
     """The columns that define a sample's content for `fmt` (what `sample_key` hashes)."""
     if fmt == CHAT:
@@ -109,4 +113,31 @@ def parse_uncertainty(value: Any) -> float | None:
     if not 0.0 <= value <= 1.0:
         # %g: some JSON readers return 1.7 as 1.7000000000000002
         raise InvalidUncertainty(f"{value:.10g} is outside [0, 1]")
+    return value
+
+
+def parse_preference(value: Any, *, binary: bool) -> float:
+    """A preference label as a float: 1 / 0 (or true / false) when `binary`, else a number in
+    [0, 1] (numbers written as text are read, as for uncertainties). Raises `InvalidLabel`."""
+    if value is None:
+        raise InvalidLabel("missing (null)")
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InvalidLabel(f"{value!r} is not a number (type str)") from None
+    if not isinstance(value, (int, float)):
+        raise InvalidLabel(f"{value!r} is not a number (type {type(value).__name__})")
+    value = float(value)
+    if math.isnan(value):
+        raise InvalidLabel("NaN is not a valid label")
+    if not 0.0 <= value <= 1.0:
+        raise InvalidLabel(f"{value:.10g} is outside [0, 1]")
+    if binary and value not in (0.0, 1.0):
+        raise InvalidLabel(
+            f"{value:.10g} is neither 0 nor 1 (for scores in [0, 1] set "
+            "ual_preference_labels: continuous)"
+        )
     return value

@@ -25,8 +25,8 @@ import torch
 from axolotl.core.trainers.base import AxolotlTrainer
 from axolotl.utils.logging import get_logger
 
-from .args import SAMPLE_SMOOTHING
-from .columns import BATCH_COLUMNS, INSTRUCTION, UNCERTAINTY
+from .args import SAMPLE_SMOOTHING, Objective, PreferenceLabels
+from .columns import BATCH_COLUMNS, INSTRUCTION, REFERENCE, UNCERTAINTY
 from .compat import keep_batch_columns
 from .errors import DataError, UsageError
 from .loss import (
@@ -36,9 +36,10 @@ from .loss import (
     token_statistics,
 )
 from .mapping import epsilon_mapping
-from .metrics import EvalBuckets, TrainingMeter
-from .objectives import PredictionBatch, SmoothedSFT
+from .metrics import EvalBuckets, PreferenceMeter, TrainingMeter
+from .objectives import PointwisePreference, PredictionBatch, SmoothedSFT
 from .output_head import OutputHead, UnsupportedHead, find_output_head
+from .reference import adapter_reference, describe, has_adapter, with_reference_column
 
 LOG = get_logger(__name__)
 _CHECK_TOKENS = 64  # tokens of the first batch used to check the fused path against the logits
@@ -57,14 +58,23 @@ def sample_uncertainties(dataset: Any) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64)
 
 
-def build_objective(args: Any, train_dataset: Any) -> SmoothedSFT:
+def build_objective(args: Any, train_dataset: Any) -> SmoothedSFT | PointwisePreference:
     """The objective the `ual_*` training arguments ask for."""
     mapping = epsilon_mapping(args, reference=lambda: sample_uncertainties(train_dataset))
     smoothing = args.ual_instruction_smoothing
-    return SmoothedSFT(
+    instructions = {
+        "instruction_weight": args.ual_instruction_weight,
+        "instruction_smoothing": None if smoothing == SAMPLE_SMOOTHING else float(smoothing),
+    }
+    if args.ual_objective == Objective.sft:
+        return SmoothedSFT(mapping, **instructions)
+    return PointwisePreference(
         mapping,
-        instruction_weight=args.ual_instruction_weight,
-        instruction_smoothing=None if smoothing == SAMPLE_SMOOTHING else float(smoothing),
+        variant=str(args.ual_objective),
+        continuous=args.ual_preference_labels == PreferenceLabels.continuous,
+        beta=args.ual_preference_beta,
+        constant=args.ual_preference_constant,
+        **instructions,
     )
 
 
@@ -88,10 +98,45 @@ class UALTrainer(AxolotlTrainer):
         self._captured: list[torch.Tensor] | None = None
         self._training_meter = TrainingMeter()
         self._eval_buckets = EvalBuckets(self.args.ual_eval_buckets)
+        self._preference_meters = {True: PreferenceMeter(), False: PreferenceMeter()}
         LOG.info(
             f"UAL: epsilon = {self.ual_mapping!r} of each sample's uncertainty "
             f"(source: {self.args.ual_uncertainty_source})"
         )
+        if self.ual_objective.needs_reference:
+            self._prepare_reference()
+
+    def _prepare_reference(self) -> None:
+        """Full fine-tuning: the initial weights' log-probabilities, once, as a column."""
+        model = self.accelerator.unwrap_model(self.model)
+        LOG.info(
+            f"UAL: {self.ual_objective.name} objective, reference model: {describe(model)}, "
+            f"beta={self.args.ual_preference_beta}, c={self.args.ual_preference_constant}"
+        )
+        if has_adapter(model):
+            return
+        head = None
+        if self.args.ual_fused_loss:
+            try:
+                head = find_output_head(model)
+            except UnsupportedHead as exc:
+                LOG.info(f"UAL: reference log-probabilities from the logits: {exc}")
+        for split in ("train_dataset", "eval_dataset"):
+            dataset = getattr(self, split)
+            if isinstance(dataset, dict):
+                raise UsageError("ual_objective with several named eval datasets is not supported")
+            setattr(
+                self,
+                split,
+                with_reference_column(
+                    dataset,
+                    model,
+                    head,
+                    cache_dir=self.args.ual_prepared_path,
+                    main_process_first=self.accelerator.main_process_first,
+                    log=LOG.info,
+                ),
+            )
 
     # --- data ---------------------------------------------------------------------------
 
@@ -131,10 +176,15 @@ class UALTrainer(AxolotlTrainer):
                 f"the batch has no {UNCERTAINTY.name!r}: train with UAL dataset types "
                 "(axolotl_ual.chat_template / axolotl_ual.alpaca) and the UAL collator"
             )
-        self._batch_columns = columns
         self._batch_training = model.training
         if self.ual_loss_path is None:
             self._choose_loss_path(model, inputs)
+        if self.ual_objective.needs_reference and REFERENCE.name not in columns:
+            # LoRA / QLoRA: the same model without its adapters is the reference
+            head = self.ual_head if self.ual_loss_path == "fused" else None
+            unwrapped = self.accelerator.unwrap_model(model)
+            columns[REFERENCE.name] = adapter_reference(unwrapped, head, inputs, inputs["labels"])
+        self._batch_columns = columns
         use_fused = self.ual_loss_path == "fused" and (
             model.training or self.compute_metrics is None  # metrics would need the logits
         )
@@ -152,13 +202,18 @@ class UALTrainer(AxolotlTrainer):
         uncertainty = batch.column(UNCERTAINTY)
         instruction = batch.column(INSTRUCTION)
         if self._batch_training:
-            total = self._training_loss(outputs, batch, terms).loss
+            result = self._training_loss(outputs, batch, terms)
+            total, nll = result.loss, result.nll
             epsilon = self.ual_objective.epsilon(batch)
             self._training_meter.add(uncertainty, epsilon, batch.trained, instruction)
         else:
             stats = self._token_statistics(outputs, batch.labels)
-            total = terms.value(stats.nll, stats.uniform_ce)
+            total, nll = terms.value(stats.nll, stats.uniform_ce), stats.nll
             self._eval_buckets.add(uncertainty, stats, instruction)
+        if self.ual_objective.needs_reference:
+            self._preference_meters[self._batch_training].add(
+                self.ual_objective.statistics(batch, nll)
+            )
         self._batch_columns = {}
         self._captured = None
 
@@ -244,6 +299,10 @@ class UALTrainer(AxolotlTrainer):
         if "loss" in logs and meter.totals is not None:
             logs.update(meter.metrics(self._reduce(meter.totals)))
             meter.totals = None
+        preference = self._preference_meters[True]
+        if "loss" in logs and preference.totals is not None:
+            logs.update(preference.metrics(self._reduce(preference.totals)))
+            preference.totals = None
         super().log(logs, start_time)
 
     def evaluation_loop(
@@ -254,14 +313,18 @@ class UALTrainer(AxolotlTrainer):
         ignore_keys=None,
         metric_key_prefix="eval",
     ):
-        buckets = self._eval_buckets
-        buckets.totals = None
+        buckets, preference = self._eval_buckets, self._preference_meters[False]
+        buckets.totals = preference.totals = None
         output = super().evaluation_loop(
             dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
         )
         if buckets.totals is not None:
             output.metrics.update(buckets.metrics(self._reduce(buckets.totals), metric_key_prefix))
             buckets.totals = None
+        if preference.totals is not None:
+            totals = self._reduce(preference.totals)
+            output.metrics.update(preference.metrics(totals, metric_key_prefix))
+            preference.totals = None
         return output
 
     def _reduce(self, totals: torch.Tensor) -> torch.Tensor:
@@ -283,6 +346,8 @@ class UALTrainer(AxolotlTrainer):
             if type(m).__module__.startswith("bitsandbytes")
         ]
         record = {
+            "objective": self.ual_objective.name,
+            "reference": describe(unwrapped) if self.ual_objective.needs_reference else None,
             "loss_path": self.ual_loss_path,
             "fallback_reason": fallback_reason,
             "mapping": self.ual_mapping.kind,

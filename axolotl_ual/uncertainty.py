@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .args import DATA_KEYS, MissingUncertainty, UALArgs, UncertaintySource
+from .args import MissingUncertainty, UncertaintySource, data_settings
 from .errors import DataError
 from .rows import (
     SIDECAR_KEY,
@@ -43,9 +43,7 @@ class UncertaintySettings:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> UncertaintySettings:
-        ual = UALArgs.model_validate(
-            {key: cfg.get(key) for key in DATA_KEYS if cfg.get(key) is not None}
-        )
+        ual = data_settings(cfg)
         return cls(
             source=ual.ual_uncertainty_source,
             field=ual.ual_uncertainty_field,
@@ -160,22 +158,37 @@ def _validated(
         resolved.append(value)
 
     if problems:
-        shown = "; ".join(f"row {i}: {text}" for i, text in problems[:MAX_REPORTED_ROWS])
-        more = len(problems) - MAX_REPORTED_ROWS
         hint = (
-            " Missing values can fall back to ual_default_uncertainty with "
+            "Missing values can fall back to ual_default_uncertainty with "
             "ual_missing_uncertainty: default."
             if n_missing
             else ""
         )
         raise UncertaintyDataError(
-            f"dataset {dataset_name!r}: {len(problems)} row(s) have no valid uncertainty in "
-            f"{where} (rows are 0-based; each value must be a number in [0, 1]): {shown}"
-            + (f"; and {more} more" if more > 0 else "")
-            + "."
-            + hint
+            bad_rows_message(
+                problems,
+                dataset_name=dataset_name,
+                what=f"valid uncertainty in {where}",
+                rule="each value must be a number in [0, 1]",
+                hint=hint,
+            )
         )
     return resolved, n_missing
+
+
+def bad_rows_message(
+    problems: list[tuple[int, str]], *, dataset_name: str, what: str, rule: str, hint: str = ""
+) -> str:
+    """'dataset d: 3 row(s) have no <what> (rows are 0-based; <rule>): row 2: ...; ...'"""
+    shown = "; ".join(f"row {i}: {text}" for i, text in problems[:MAX_REPORTED_ROWS])
+    more = len(problems) - MAX_REPORTED_ROWS
+    return (
+        f"dataset {dataset_name!r}: {len(problems)} row(s) have no {what} (rows are 0-based; "
+        f"{rule}): {shown}"
+        + (f"; and {more} more" if more > 0 else "")
+        + "."
+        + (f" {hint}" if hint else "")
+    )
 
 
 def _sample_keys(rows: Any, content_fields: tuple[str, ...]) -> list[str]:

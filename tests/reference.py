@@ -111,3 +111,45 @@ def instruction_loss_reference(
             tokens += 1
             instruction_tokens += instruction
     return total / weights, eps_sum / tokens, instruction_tokens / tokens
+
+
+@torch.no_grad()
+def pointwise_preference_reference(
+    policy,
+    reference,
+    tokenized: list[dict],
+    labels: list[float],
+    uncertainties: list[float],
+    *,
+    eps_max: float,
+    beta: float,
+    constant: float = 0.0,
+    variant: str = "ulma",
+    continuous: bool = False,
+):
+    """ULMA / point-wise DPO, sequence by sequence in float64 from two models' logits:
+    Delta_i = mean over the trained tokens of (log pi - log pi_ref); positives (label 1):
+    the mean smoothed CE (ulma) or -log sigmoid(beta Delta + c) (pointwise_dpo); negatives:
+    -log sigmoid(-beta Delta - c), or (s - beta Delta - c)^2 when continuous; the mean over
+    sequences. `policy` / `reference`: causal LMs in float64."""
+    total = 0.0
+    for row, s, u in zip(tokenized, labels, uncertainties, strict=True):
+        ids = torch.tensor(row["input_ids"])[None]
+        target = torch.tensor(row["labels"])[1:]
+        mask = target != -100
+        logits = policy(input_ids=ids).logits[0][:-1][mask]
+        ref_logits = reference(input_ids=ids).logits[0][:-1][mask]
+        y = target[mask]
+        logp = torch.log_softmax(logits, -1).gather(1, y[:, None]).squeeze(1)
+        ref_logp = torch.log_softmax(ref_logits, -1).gather(1, y[:, None]).squeeze(1)
+        delta = (logp - ref_logp).mean()
+        if s == 1 and variant == "ulma":
+            term = F.cross_entropy(logits, y, label_smoothing=eps_max * u)  # mean over tokens
+        elif s == 1:
+            term = -F.logsigmoid(beta * delta + constant)
+        elif continuous:
+            term = (s - beta * delta - constant) ** 2
+        else:
+            term = -F.logsigmoid(-beta * delta - constant)
+        total += float(term)
+    return total / len(tokenized)

@@ -112,6 +112,11 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
             r"number in \[0, 1\) or 'sample'",
         ),
         ({"ual_instruction_weight": -1.0, "train_on_inputs": True}, "ual_instruction_weight"),
+        # point-wise preference keys
+        ({"ual_preference_beta": 0.5}, "ual_preference_beta only apply to the point-wise"),
+        ({"ual_objective": "kto"}, "ual_objective"),
+        ({"ual_objective": "ulma", "ual_preference_beta": 0.0}, "ual_preference_beta"),
+        ({"ual_objective": "ulma", "ual_preference_labels": "stars"}, "ual_preference_labels"),
     ],
 )
 def test_invalid_configs_name_the_key(tiny_model, overrides, message):
@@ -135,6 +140,22 @@ def test_instruction_keys_where_instruction_tokens_are_trained(tiny_model, overr
     args = training_args_from_cfg(cfg)
     assert args["ual_instruction_weight"] == 0.3 and args["ual_instruction_smoothing"] == 0.0
     assert training_args_from_cfg(validate(tiny_model))["ual_instruction_smoothing"] == "sample"
+
+
+def test_preference_keys_reach_the_trainer(tiny_model):
+    cfg = validate(
+        tiny_model,
+        ual_objective="pointwise_dpo",
+        ual_preference_labels="continuous",
+        ual_preference_beta=0.3,
+        ual_preference_constant=-0.2,
+    )
+    args = training_args_from_cfg(cfg)
+    assert (
+        args["ual_objective"] == "pointwise_dpo" and args["ual_preference_labels"] == "continuous"
+    )
+    assert args["ual_preference_beta"] == 0.3 and args["ual_preference_constant"] == -0.2
+    assert training_args_from_cfg(validate(tiny_model))["ual_objective"] == "sft"
 
 
 def test_cut_cross_entropy_plugin_switched_off_is_fine(tiny_model):
@@ -191,4 +212,6 @@ def test_examples_exist():
         "full_finetune.yml",
         "baseline_fixed_smoothing.yml",
         "baseline_sft.yml",
+        "instruction_modelling.yml",
+        "ulma_qlora.yml",
     }

@@ -11,6 +11,7 @@ from axolotl.utils.dict import DictDefault
 from datasets import Dataset
 
 from axolotl_ual.columns import INSTRUCTION, UNCERTAINTY
+from axolotl_ual.errors import DataError
 from axolotl_ual.rows import CHAT, content_fields, sample_key
 from axolotl_ual.uncertainty import UncertaintyDataError, UncertaintySettings, resolve_uncertainties
 from tests.reference import read_jsonl
@@ -235,3 +236,50 @@ def test_rows_that_fall_back_to_the_default_are_counted_and_most_of_them_is_loud
     assert "4 of 4 rows (100%)" in message and "constant smoothing" in message and loud
     message, loud = report([{"messages": MSG}] * 2, ual_uncertainty_field="score")
     assert "2 of 2 rows" in message and "no such column" in message and loud
+
+
+# --- preference labels (ual_objective: ulma / pointwise_dpo) -------------------------------
+
+
+def test_preference_labels_ride_along_as_a_sample_column(tiny_tokenizer):
+    rows = [dict(r, label=i % 2) for i, r in enumerate(read_jsonl(SAMPLE_CHAT)[:6])]
+    ours = _tokenize(tiny_tokenizer, _cfg(ual_objective="ulma"), "axolotl_ual.chat_template", rows)
+    assert ours["ual_preference"] == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    plain = _tokenize(tiny_tokenizer, _cfg(), "axolotl_ual.chat_template", rows)
+    assert "ual_preference" not in plain.column_names  # only where the objective needs it
+
+
+@pytest.mark.parametrize(
+    "kind, values, fragments",
+    [
+        (
+            "binary",
+            [1, 0.5, None, math.nan, 2],
+            [
+                "4 row(s) have no valid preference label in field 'label'",
+                "each label must be 1 (good) or 0 (bad)",
+                "row 1: 0.5 is neither 0 nor 1 (for scores in [0, 1] set ual_preference_labels: continuous)",
+                "row 2: missing (null)",
+                "row 3: NaN",
+                "row 4: 2 is outside [0, 1]",
+            ],
+        ),
+        ("binary", ["good", "1", "0"], ["1 row(s)", "row 0: 'good' is not a number"]),
+        ("continuous", [1, 0.5, -0.1, True], ["1 row(s)", "row 2: -0.1 is outside [0, 1]"]),
+    ],
+)
+def test_bad_preference_labels_name_dataset_row_and_value(tiny_tokenizer, kind, values, fragments):
+    rows = [dict(r, label=v) for r, v in zip(read_jsonl(SAMPLE_CHAT), values, strict=False)]
+    cfg = _cfg(ual_objective="ulma", ual_preference_labels=kind)
+    with pytest.raises(DataError) as error:
+        _tokenize(tiny_tokenizer, cfg, "axolotl_ual.chat_template", rows)
+    assert "dataset 'rows.jsonl'" in str(error.value)
+    for fragment in fragments:
+        assert fragment in str(error.value), fragment
+
+
+def test_a_missing_label_column_names_the_key(tiny_tokenizer):
+    rows = read_jsonl(SAMPLE_CHAT)[:3]
+    cfg = _cfg(ual_objective="ulma", ual_preference_field="thumbs")
+    with pytest.raises(DataError, match=r"no column 'thumbs' \(ual_preference_field\)"):
+        _tokenize(tiny_tokenizer, cfg, "axolotl_ual.chat_template", rows)

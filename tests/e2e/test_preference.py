@@ -1,0 +1,135 @@
+"""Point-wise preference (ULMA) through `axolotl train`, against a float64 reference.
+
+At step 0 the policy is the reference (LoRA's B = 0; full fine-tuning's initial weights), so
+Delta = 0 and the first loss checks only half of the objective. The second step's loss is
+therefore checked too, against the reference computed from the checkpoint saved after step
+1 (the policy) and the base model (the reference): a wrong reference, Delta or normalization
+fails there. Every row is in every step (one micro-batch), so the batches are known.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.reference import axolotl_tokenized, pointwise_preference_reference, read_jsonl
+from tests.support import DATA, log_history, train, ual_config, write_config
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE_POINTWISE = DATA / "sample_pointwise.jsonl"
+BETA = 0.5
+
+
+def _models(tiny_model, checkpoint, *, adapter: bool):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    if adapter:
+        from peft import PeftModel
+
+        policy = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64), checkpoint
+        ).eval()
+    else:
+        policy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float64).eval()
+    return policy, base
+
+
+def _run(tiny_model, tmp_path, rows, **overrides):
+    data = tmp_path / "pointwise.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = ual_config(
+        tiny_model,
+        tmp_path,
+        datasets=[{"path": str(data), "type": "axolotl_ual.chat_template"}],
+        max_steps=2,
+        save_steps=1,
+        ual_objective="ulma",
+        ual_preference_beta=BETA,
+        **overrides,
+    )
+    records = train(write_config(tmp_path / "cfg.yml", cfg))
+    losses = [r["loss"] for r in log_history(tmp_path / "out") if "loss" in r]
+    run = json.loads((tmp_path / "out" / "ual_run.json").read_text())
+    return cfg, records, losses, run
+
+
+def _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, **kwargs):
+    tokenized = axolotl_tokenized(tiny_tokenizer, rows, sequence_len=cfg["sequence_len"])
+    return pointwise_preference_reference(
+        policy,
+        reference,
+        tokenized,
+        [r["label"] for r in rows],
+        [r["uncertainty"] for r in rows],
+        eps_max=cfg["ual_smoothing_max"],
+        beta=BETA,
+        **kwargs,
+    )
+
+
+def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_path):
+    rows = read_jsonl(SAMPLE_POINTWISE)
+    cfg, records, losses, run = _run(
+        tiny_model,
+        tmp_path,
+        rows,
+        adapter="lora",
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        lora_target_linear=True,
+        lora_mlp_kernel=False,
+        lora_qkv_kernel=False,
+        lora_o_kernel=False,
+        learning_rate=0.02,
+        micro_batch_size=1,
+        sample_packing=True,
+        sequence_len=8192,  # all 108 rows in one pack: every step sees every row
+    )
+    assert run["objective"] == "ulma" and run["reference"] == "the model with its adapters disabled"
+    assert run["loss_path"] == "fused"
+    from transformers import AutoModelForCausalLM
+
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    first = _expected(tiny_model, tiny_tokenizer, rows, cfg, initial, initial)
+    assert losses[0] == pytest.approx(first, rel=1e-6)
+    policy, reference = _models(tiny_model, tmp_path / "out" / "checkpoint-1", adapter=True)
+    second = _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference)
+    assert abs(second - first) > 1e-3  # the check below can tell a wrong reference apart
+    assert losses[1] == pytest.approx(second, rel=1e-5)
+    logged = [r for r in records if "loss" in r]
+    assert logged[0]["ual_positive_fraction"] == pytest.approx(0.5)
+    assert logged[0]["ual_rewards_margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    assert logged[1]["ual_rewards_margin"] != pytest.approx(0.0, abs=1e-6)
+
+
+def test_full_finetune_precomputed_reference_continuous_labels(
+    tiny_model, tiny_tokenizer, tmp_path
+):
+    rows = read_jsonl(SAMPLE_POINTWISE)
+    for i, row in enumerate(rows):  # scores in [0, 1]; the positives stay demonstrations
+        if row["label"] == 0:
+            row["label"] = round(0.1 * (i % 7), 2)
+    cfg, _, losses, run = _run(
+        tiny_model,
+        tmp_path,
+        rows,
+        ual_preference_labels="continuous",
+        learning_rate=0.002,
+        micro_batch_size=128,  # every row in the one micro-batch of each step
+    )
+    assert run["reference"] == "the initial weights"
+    assert list((tmp_path / "prepared").rglob("ual-reference-*")), "reference not cached"
+    from transformers import AutoModelForCausalLM
+
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    first = _expected(tiny_model, tiny_tokenizer, rows, cfg, initial, initial, continuous=True)
+    assert losses[0] == pytest.approx(first, rel=1e-6)
+    policy, reference = _models(tiny_model, tmp_path / "out" / "checkpoint-1", adapter=False)
+    second = _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, continuous=True)
+    assert abs(second - first) > 1e-3
+    assert losses[1] == pytest.approx(second, rel=1e-5)
