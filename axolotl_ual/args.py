@@ -238,9 +238,20 @@ PREFERENCE_KEYS = (
 )
 
 
+def _set_keys(data: dict, keys) -> list[str]:
+    """The `keys` set to something other than their default (a validated config, which
+    axolotl re-reads in each process, holds every key with its default)."""
+    fields = UALArgs.model_fields
+    return [
+        key
+        for key in keys
+        if data.get(key) is not None and _plain(data[key]) != _plain(fields[key].get_default())
+    ]
+
+
 def _check_preference_keys(data: dict) -> None:
     objective = data.get("ual_objective") or Objective.sft
-    given = [key for key in PREFERENCE_KEYS if data.get(key) is not None]
+    given = _set_keys(data, PREFERENCE_KEYS)
     if given and str(objective) == Objective.sft:
         raise UsageError(
             f"{', '.join(given)} only apply to the point-wise preference objectives: set "
@@ -277,7 +288,7 @@ def _check_datasets(data: dict) -> None:
 
 def _check_instruction_tokens_can_be_trained(data: dict) -> None:
     """The instruction keys do nothing unless some instruction token is trained."""
-    given = [key for key in INSTRUCTION_KEYS if data.get(key) is not None]
+    given = _set_keys(data, INSTRUCTION_KEYS)
     if not given or data.get("train_on_inputs"):
         return
     for _, ds in _dataset_entries(data):

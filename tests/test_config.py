@@ -142,6 +142,19 @@ def test_instruction_keys_where_instruction_tokens_are_trained(tiny_model, overr
     assert training_args_from_cfg(validate(tiny_model))["ual_instruction_smoothing"] == "sample"
 
 
+def test_a_validated_config_validates_again(tiny_model):
+    """axolotl hands the dataset strategies its validated config, every key with its default:
+    reading our keys from it must not take a default for a key the user set."""
+    from axolotl_ual.args import data_settings
+    from axolotl_ual.uncertainty import UncertaintySettings
+
+    cfg = validate(tiny_model)
+    assert cfg.ual_preference_field == "label" and cfg.ual_instruction_weight == 1.0
+    assert data_settings(cfg).ual_objective == "sft"
+    assert UncertaintySettings.from_cfg(cfg).field == "uncertainty"
+    UALArgs.model_validate({k: v for k, v in cfg.items() if k.startswith("ual_")})
+
+
 def test_preference_keys_reach_the_trainer(tiny_model):
     cfg = validate(
         tiny_model,
