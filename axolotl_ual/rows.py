@@ -100,19 +100,26 @@ def parse_uncertainty(value: Any) -> float | None:
     """
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise InvalidUncertainty(f"{value!r} is not a number (type bool)")
+    return _unit_number(value, InvalidUncertainty, "uncertainty")
+
+
+def _unit_number(value: Any, error: type[DataError], what: str) -> float:
+    """`value` (a number, or text holding one) as a float in [0, 1], or `error`."""
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise InvalidUncertainty(f"{value!r} is not a number (type str)") from None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidUncertainty(f"{value!r} is not a number (type {type(value).__name__})")
+            raise error(f"{value!r} is not a number (type str)") from None
+    elif not isinstance(value, (int, float)):
+        raise error(f"{value!r} is not a number (type {type(value).__name__})")
     value = float(value)
     if math.isnan(value):
-        raise InvalidUncertainty("NaN is not a valid uncertainty")
+        raise error(f"NaN is not a valid {what}")
     if not 0.0 <= value <= 1.0:
         # %g: some JSON readers return 1.7 as 1.7000000000000002
-        raise InvalidUncertainty(f"{value:.10g} is outside [0, 1]")
+        raise error(f"{value:.10g} is outside [0, 1]")
     return value
 
 
@@ -123,18 +130,7 @@ def parse_preference(value: Any, *, binary: bool) -> float:
         raise InvalidLabel("missing (null)")
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise InvalidLabel(f"{value!r} is not a number (type str)") from None
-    if not isinstance(value, (int, float)):
-        raise InvalidLabel(f"{value!r} is not a number (type {type(value).__name__})")
-    value = float(value)
-    if math.isnan(value):
-        raise InvalidLabel("NaN is not a valid label")
-    if not 0.0 <= value <= 1.0:
-        raise InvalidLabel(f"{value:.10g} is outside [0, 1]")
+    value = _unit_number(value, InvalidLabel, "label")
     if binary and value not in (0.0, 1.0):
         raise InvalidLabel(
             f"{value:.10g} is neither 0 nor 1 (for scores in [0, 1] set "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SAMPLE_ALPACA, SAMPLE_CHAT
+from tests.support import SAMPLE_ALPACA, SAMPLE_CHAT, plain_axolotl, run_losses
 
 # Offline and untracked, in this process too (axolotl reports telemetry unless told not to).
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
@@ -32,3 +32,10 @@ def tiny_tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def plain_sft_losses(tiny_model, tmp_path_factory) -> list[float]:
+    """Plain axolotl SFT (no plugin) on the sample data, 3 steps: what several end-to-end
+    tests compare against."""
+    return run_losses(tiny_model, tmp_path_factory.mktemp("plain_sft"), **plain_axolotl())

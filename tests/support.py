@@ -35,6 +35,18 @@ CPU_KEYS = {
 }
 
 
+# A small LoRA on every linear layer; axolotl's fused LoRA kernels are CUDA-only.
+LORA_ON_CPU = {
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "lora_target_linear": True,
+    "lora_mlp_kernel": False,
+    "lora_qkv_kernel": False,
+    "lora_o_kernel": False,
+}
+
+
 def axolotl_env() -> dict[str, str]:
     return offline_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 
@@ -77,19 +89,29 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
+# `axolotl train` re-launches itself under `accelerate launch` by default: a second Python
+# process importing torch and axolotl again, half of a tiny run's time on a 2-core CPU. For
+# one process `--launcher python` (axolotl's own option) runs the same training code without
+# that; the tests use it except where they ask for the default (`launcher="accelerate"`) or
+# give a multi-process launcher command.
+SINGLE_PROCESS = ["--launcher", "python"]
+
+
 def run_axolotl(
     command: str,
     config: Path,
     *,
-    launcher: list[str] | None = None,
+    launcher: list[str] | str | None = None,
     env: dict[str, str] | None = None,
     timeout=600,
 ):
     """`axolotl <command> config` (or under `launcher`) in a subprocess; output captured."""
-    if launcher:  # e.g. accelerate launch ... -m axolotl.cli.train
+    if isinstance(launcher, list):  # e.g. accelerate launch ... -m axolotl.cli.train
         argv = [*launcher, str(config)]
     else:
         argv = [console_script("axolotl"), command, str(config)]
+        if command == "train" and launcher != "accelerate":
+            argv += SINGLE_PROCESS
     return subprocess.run(
         argv,
         cwd=config.parent,
@@ -107,6 +129,33 @@ def train(config: Path, **kwargs) -> list[dict]:
     result = run_axolotl("train", config, **kwargs)
     assert result.returncode == 0, result.stdout[-6000:]
     return logged_metrics(result.stdout)
+
+
+def run_losses(tiny_model: Path, workdir: Path, steps: int = 3, **overrides) -> list[float]:
+    """`axolotl train` for `steps` steps; the losses logged (full precision), one per step.
+
+    Equal losses over several steps also mean equal gradients: the same updates were applied.
+    """
+    cfg = ual_config(tiny_model, workdir, max_steps=steps, **overrides)
+    train(write_config(workdir / "cfg.yml", cfg))
+    losses = [r["loss"] for r in log_history(workdir / "out") if "loss" in r]
+    assert len(losses) == steps
+    return losses
+
+
+def plain_axolotl(**overrides) -> dict:
+    """`ual_config` overrides for the same run without the plugin: axolotl's own
+    chat_template type and loss."""
+    return dict(
+        plugins=None,
+        ual_uncertainty_source=None,
+        ual_smoothing_min=None,
+        ual_smoothing_max=None,
+        datasets=[
+            {"path": str(SAMPLE_CHAT), "type": "chat_template", "field_messages": "messages"}
+        ],
+        **overrides,
+    )
 
 
 def train_losses(records: list[dict]) -> list[float]:

@@ -54,3 +54,13 @@ def test_rank_single_value_is_the_middle():
 def test_invalid_mappings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         UncertaintyToEpsilon(**kwargs)
+
+
+def test_every_configurable_mapping_exists():
+    from axolotl_ual.args import EpsilonMapping
+    from axolotl_ual.mapping import MAPPINGS
+
+    assert {m.value for m in EpsilonMapping} <= set(MAPPINGS)
+    for kind in EpsilonMapping:
+        reference = [0.1, 0.5] if kind == EpsilonMapping.rank else None
+        UncertaintyToEpsilon(kind.value, 0.0, 0.2, reference=reference)(torch.tensor([0.3]))

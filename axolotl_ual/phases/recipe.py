@@ -151,6 +151,9 @@ class RecipeSpec(BaseModel):
     work_dir: str | None = None
     replay_seed: StrictInt = 42
     checkpoint: Literal["best_eval_loss", "last"] = BEST
+    # how each `axolotl train` starts: accelerate (axolotl's default, multi-GPU capable) or
+    # python (one process, without accelerate's own start-up: faster on a CPU or one GPU)
+    launcher: Literal["accelerate", "python"] = "accelerate"
     phases: list[PhaseSpec] = Field(min_length=1)
 
 

@@ -271,6 +271,8 @@ class Runner:
     def train(self, plan: PhasePlan, config: Path, log: Path, resume) -> tuple[int, bool]:
         """`axolotl train config` in its own process group; (exit status, interrupted)."""
         argv = [console_script("axolotl"), "train", str(config)]
+        if self.recipe.spec.launcher == "python":
+            argv += ["--launcher", "python"]
         with open(log, "ab") as handle:
             handle.write(
                 f"\n===== axolotl-ual phases: {' '.join(argv)} (attempt "

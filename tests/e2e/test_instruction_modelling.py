@@ -12,7 +12,15 @@ import json
 import pytest
 
 from tests.reference import axolotl_tokenized, instruction_loss_reference, read_jsonl
-from tests.support import SAMPLE_CHAT, log_history, train, ual_config, write_config
+from tests.support import (
+    SAMPLE_CHAT,
+    log_history,
+    plain_axolotl,
+    run_losses,
+    train,
+    ual_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -61,26 +69,7 @@ def test_first_loss_equals_the_reference(tiny_model, tiny_tokenizer, tmp_path, l
 
 
 def _losses(tiny_model, tmp_path_factory, name, **overrides) -> list[float]:
-    workdir = tmp_path_factory.mktemp(name)
-    cfg = ual_config(tiny_model, workdir, max_steps=STEPS, micro_batch_size=4, **overrides)
-    train(write_config(workdir / "cfg.yml", cfg))
-    losses = [r["loss"] for r in log_history(workdir / "out") if "loss" in r]
-    assert len(losses) == STEPS
-    return losses
-
-
-def _plain_axolotl(**overrides) -> dict:
-    """The same run without the plugin: axolotl's own chat_template type and loss."""
-    return dict(
-        plugins=None,
-        ual_uncertainty_source=None,
-        ual_smoothing_min=None,
-        ual_smoothing_max=None,
-        datasets=[
-            {"path": str(SAMPLE_CHAT), "type": "chat_template", "field_messages": "messages"}
-        ],
-        **overrides,
-    )
+    return run_losses(tiny_model, tmp_path_factory.mktemp(name), STEPS, **overrides)
 
 
 def test_weight_one_without_smoothing_is_axolotls_train_on_inputs(tiny_model, tmp_path_factory):
@@ -92,13 +81,11 @@ def test_weight_one_without_smoothing_is_axolotls_train_on_inputs(tiny_model, tm
         ual_smoothing_max=0.0,
         ual_instruction_weight=1.0,
     )
-    axolotl = _losses(
-        tiny_model, tmp_path_factory, "im_sft", **_plain_axolotl(train_on_inputs=True)
-    )
+    axolotl = _losses(tiny_model, tmp_path_factory, "im_sft", **plain_axolotl(train_on_inputs=True))
     assert ual == pytest.approx(axolotl, rel=1e-5)
 
 
-def test_weight_zero_is_axolotls_plain_sft(tiny_model, tmp_path_factory):
+def test_weight_zero_is_axolotls_plain_sft(tiny_model, tmp_path_factory, plain_sft_losses):
     ual = _losses(
         tiny_model,
         tmp_path_factory,
@@ -107,5 +94,4 @@ def test_weight_zero_is_axolotls_plain_sft(tiny_model, tmp_path_factory):
         ual_smoothing_max=0.0,
         ual_instruction_weight=0.0,
     )
-    axolotl = _losses(tiny_model, tmp_path_factory, "plain_sft", **_plain_axolotl())
-    assert ual == pytest.approx(axolotl, rel=1e-5)
+    assert ual == pytest.approx(plain_sft_losses, rel=1e-5)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.reference import axolotl_tokenized, pointwise_preference_reference, read_jsonl
-from tests.support import DATA, log_history, train, ual_config, write_config
+from tests.support import DATA, LORA_ON_CPU, log_history, train, ual_config, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +57,20 @@ def _run(tiny_model, tmp_path, rows, **overrides):
     return cfg, records, losses, run
 
 
+def _check_two_steps(tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter, **kwargs):
+    """Step 1 against policy = reference = the initial model; step 2 against the policy saved
+    after step 1 and the initial model as reference."""
+    from transformers import AutoModelForCausalLM
+
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    first = _expected(tiny_model, tiny_tokenizer, rows, cfg, initial, initial, **kwargs)
+    assert losses[0] == pytest.approx(first, rel=1e-6)
+    policy, reference = _models(tiny_model, tmp_path / "out" / "checkpoint-1", adapter=adapter)
+    second = _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, **kwargs)
+    assert abs(second - first) > 1e-3  # the check below can tell a wrong reference apart
+    assert losses[1] == pytest.approx(second, rel=1e-5)
+
+
 def _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, **kwargs):
     tokenized = axolotl_tokenized(tiny_tokenizer, rows, sequence_len=cfg["sequence_len"])
     return pointwise_preference_reference(
@@ -78,13 +92,7 @@ def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_
         tmp_path,
         rows,
         adapter="lora",
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        lora_target_linear=True,
-        lora_mlp_kernel=False,
-        lora_qkv_kernel=False,
-        lora_o_kernel=False,
+        **LORA_ON_CPU,
         learning_rate=0.02,
         micro_batch_size=1,
         sample_packing=True,
@@ -92,15 +100,7 @@ def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_
     )
     assert run["objective"] == "ulma" and run["reference"] == "the model with its adapters disabled"
     assert run["loss_path"] == "fused"
-    from transformers import AutoModelForCausalLM
-
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
-    first = _expected(tiny_model, tiny_tokenizer, rows, cfg, initial, initial)
-    assert losses[0] == pytest.approx(first, rel=1e-6)
-    policy, reference = _models(tiny_model, tmp_path / "out" / "checkpoint-1", adapter=True)
-    second = _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference)
-    assert abs(second - first) > 1e-3  # the check below can tell a wrong reference apart
-    assert losses[1] == pytest.approx(second, rel=1e-5)
+    _check_two_steps(tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter=True)
     logged = [r for r in records if "loss" in r]
     assert logged[0]["ual_positive_fraction"] == pytest.approx(0.5)
     assert logged[0]["ual_rewards_margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
@@ -124,12 +124,6 @@ def test_full_finetune_precomputed_reference_continuous_labels(
     )
     assert run["reference"] == "the initial weights"
     assert list((tmp_path / "prepared").rglob("ual-reference-*")), "reference not cached"
-    from transformers import AutoModelForCausalLM
-
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
-    first = _expected(tiny_model, tiny_tokenizer, rows, cfg, initial, initial, continuous=True)
-    assert losses[0] == pytest.approx(first, rel=1e-6)
-    policy, reference = _models(tiny_model, tmp_path / "out" / "checkpoint-1", adapter=False)
-    second = _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, continuous=True)
-    assert abs(second - first) > 1e-3
-    assert losses[1] == pytest.approx(second, rel=1e-5)
+    _check_two_steps(
+        tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter=False, continuous=True
+    )

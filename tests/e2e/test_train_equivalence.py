@@ -8,33 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import SAMPLE_CHAT, log_history, train, ual_config, write_config
+from tests.support import run_losses
 
 pytestmark = pytest.mark.e2e
 STEPS = 3
 
 
 def _losses(tiny_model, tmp_path_factory, name, **overrides) -> list[float]:
-    workdir = tmp_path_factory.mktemp(name)
-    cfg = ual_config(tiny_model, workdir, max_steps=STEPS, **overrides)
-    train(write_config(workdir / "cfg.yml", cfg))
-    losses = [r["loss"] for r in log_history(workdir / "out") if "loss" in r]
-    assert len(losses) == STEPS
-    return losses
-
-
-def _plain_axolotl(**overrides) -> dict:
-    """The same run without the plugin: axolotl's own chat_template type and loss."""
-    return dict(
-        plugins=None,
-        ual_uncertainty_source=None,
-        ual_smoothing_min=None,
-        ual_smoothing_max=None,
-        datasets=[
-            {"path": str(SAMPLE_CHAT), "type": "chat_template", "field_messages": "messages"}
-        ],
-        **overrides,
-    )
+    return run_losses(tiny_model, tmp_path_factory.mktemp(name), STEPS, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +30,9 @@ def ual_accumulated(tiny_model, tmp_path_factory):
     )
 
 
-def test_eps_zero_equals_axolotl_sft(tiny_model, tmp_path_factory):
+def test_eps_zero_equals_axolotl_sft(tiny_model, tmp_path_factory, plain_sft_losses):
     ual = _losses(tiny_model, tmp_path_factory, "ual_eps0", ual_smoothing_max=0.0)
-    sft = _losses(tiny_model, tmp_path_factory, "sft", **_plain_axolotl())
-    assert ual == pytest.approx(sft, rel=1e-5)
+    assert ual == pytest.approx(plain_sft_losses, rel=1e-5)
 
 
 def test_fused_equals_logits_path(tiny_model, tmp_path_factory, ual_accumulated):

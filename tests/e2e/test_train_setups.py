@@ -12,6 +12,7 @@ import pytest
 from axolotl_ual.toolkit import console_script
 from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_reference
 from tests.support import (
+    LORA_ON_CPU,
     SAMPLE_CHAT,
     axolotl_env,
     log_history,
@@ -79,15 +80,8 @@ def test_qlora_packing_checkpointing_and_eval_split(tiny_model, tmp_path):
         sequence_len=512,
         adapter="qlora",
         load_in_4bit=True,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        lora_target_linear=True,
+        **LORA_ON_CPU,
         gradient_checkpointing=True,
-        # axolotl's fused LoRA kernels are CUDA-only
-        lora_mlp_kernel=False,
-        lora_qkv_kernel=False,
-        lora_o_kernel=False,
         val_set_size=0.2,
         eval_steps=1,
         train_on_inputs=True,
