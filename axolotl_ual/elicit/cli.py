@@ -23,12 +23,21 @@ EXIT_STATUS = {
     ExitCode.STOPPED: "stopped by the judge (bad key, unknown model, wrong URL, server down)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM)",
 }
-ELICIT_EPILOG = (
-    "The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
-    "by --api-key-env), never from the command line, and is never written or printed.\n"
-    "Re-running the same command resumes: samples already in the cache are not sent again.\n"
-    "Exit status:\n"
-    + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_STATUS.items())
+
+
+def key_and_exit_epilog(who: str, resumes: str, exit_status: dict) -> str:
+    """The --help epilog of a command that talks to a server: the key, resuming, exit status."""
+    return (
+        f"The {who}'s API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
+        "by --api-key-env), never from the command line, and is never written or printed.\n"
+        f"Re-running the same command resumes: {resumes}.\n"
+        "Exit status:\n"
+        + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in exit_status.items())
+    )
+
+
+ELICIT_EPILOG = key_and_exit_epilog(
+    "judge", "samples already in the cache are not sent again", EXIT_STATUS
 )
 
 
