@@ -173,8 +173,14 @@ async def _run_async(
         pass
 
     async def worker() -> None:
+        me = asyncio.current_task()
         for sample in pending:
             record(sample, await judge.judge(sample))
+            # Python 3.11's `asyncio.wait_for` can swallow a cancellation that arrives as its
+            # request completes (fixed in 3.12): the worker would then go on through the
+            # remaining samples after Ctrl-C. The request for cancellation is still counted.
+            if me.cancelling():
+                raise asyncio.CancelledError
 
     try:
         async with asyncio.TaskGroup() as group:
