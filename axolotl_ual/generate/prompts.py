@@ -221,11 +221,13 @@ def relevancy_messages(candidate: Candidate):
 # --------------------------------------------------------------------------- parsing
 
 THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_INSIDE = r"(?:(?!</?(?:question|answer)>).)*?"  # text holding no question or answer tag
 
 
 def _tagged(text: str, tag: str) -> list[str]:
-    """The contents of every complete `<tag>...</tag>`, stripped."""
-    return [m.strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.S | re.I)]
+    """The contents of every complete `<tag>...</tag>` (holding no other such tag), stripped."""
+    inside = rf"(?:(?!</?{tag}>).)*?"
+    return [m.strip() for m in re.findall(rf"<{tag}>({inside})</{tag}>", text, re.S | re.I)]
 
 
 def _clean(text: str) -> str:
@@ -255,7 +257,9 @@ def parse_answer(text: str) -> str:
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """`knowledge_qa`: each `<question>` directly followed by its `<answer>`."""
-    pattern = re.compile(r"<question>(.*?)</question>\s*<answer>(.*?)</answer>", re.S | re.I)
+    pattern = re.compile(
+        rf"<question>({_INSIDE})</question>\s*<answer>({_INSIDE})</answer>", re.S | re.I
+    )
     pairs = [(q.strip(), a.strip()) for q, a in pattern.findall(_clean(text))]
     pairs = [(q, a) for q, a in pairs if q and a]
     if not pairs:

@@ -25,6 +25,7 @@ problem, before anything is sent.
 
 from __future__ import annotations
 
+import difflib
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -256,7 +257,9 @@ def _unknown_keys(data: dict, allowed: Iterable[str], where: str, problems: _Pro
     for key in data:
         if key not in allowed:
             name = f"{where}.{key}" if where else str(key)
-            problems.add(name, f"unknown field (the fields here are {', '.join(allowed)})")
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.add(name, f"unknown field (the fields here are {', '.join(allowed)}){hint}")
 
 
 def _text(data: dict, key: str, problems: _Problems, where: str = "", empty: bool = False):
