@@ -60,7 +60,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     data.add_argument(
         "-o",
         "--output",
-        help="the generated chat rows; format from the extension (.jsonl .json .parquet .csv)",
+        help="the generated chat rows; format from the extension (.jsonl .json .parquet .csv); "
+        "required unless --dry-run",
     )
     data.add_argument(
         "--split-by-branch",

@@ -80,7 +80,7 @@ def settings_of(args) -> Settings:
 
 def run_generate(args) -> int:
     try:
-        outputs, cache_path = _outputs(args)
+        outputs, cache_path = ([], None) if args.dry_run and not args.output else _outputs(args)
         check_outputs([args.taxonomy, args.documents], outputs)
         settings = settings_of(args)
         leaves = read_taxonomy(args.taxonomy, include=args.leaf, documents=args.documents)
@@ -93,36 +93,14 @@ def run_generate(args) -> int:
         return ExitCode.OK
 
     totals = Totals()
-    passes = max(len(run.steps) for run in runs)
-    outcome = RunOutcome()
     with GenerationCache(cache_path) as cache:
         log(f"cache {cache_path}: {cache.loaded} answered requests recorded")
-        for index in range(passes):
-            items = {run.leaf.path: run.items(index) for run in runs}
-            flat = [item for group in items.values() for item in group]
-            results: dict[str, Result] = {}
-            for item in flat:
-                if (cached := cache.get(item.key)) is not None:
-                    results[item.key] = cached
-            for run in runs:
-                if run.leaf.path in items and index < len(run.steps):
-                    run.counts[run.steps[index]].cached = sum(
-                        item.key in results for item in items[run.leaf.path]
-                    )
-            pending = list({item.key: item for item in flat if item.key not in results}.values())
-            steps = sorted({item.step for item in flat}, key=_step_order)
+        outcome, reused = _run_passes(args, settings, runs, cache, totals)
+        if not (outcome.interrupted or outcome.fatal) and cache.loaded > reused:
             log(
-                f"pass {index + 1}/{passes} ({', '.join(steps) or 'nothing left'}): "
-                f"{len(flat)} requests, {len(flat) - len(pending)} already answered, "
-                f"{len(pending)} to send"
+                f"note: {cache.loaded - reused} recorded requests were not asked this time "
+                "(made for other leaves, prompts, models or settings); they stay in the cache"
             )
-            if pending:
-                outcome = _send(args, settings, pending, cache, totals, index, passes)
-                results.update(outcome.judgements)
-                if outcome.interrupted or outcome.fatal:
-                    break
-            for run in runs:
-                run.apply(index, items[run.leaf.path], results)
 
     if outcome.interrupted:
         _summary(args, runs, totals, written=None)
@@ -148,6 +126,40 @@ def run_generate(args) -> int:
         )
         return ExitCode.INCOMPLETE
     return ExitCode.OK
+
+
+def _run_passes(args, settings, runs, cache, totals) -> tuple[RunOutcome, int]:
+    """Pass k: the k-th step of every leaf, what the cache lacks sent at once. Returns the last
+    pass's outcome and how many requests the cache answered."""
+    passes = max(len(run.steps) for run in runs)
+    outcome, reused = RunOutcome(), 0
+    for index in range(passes):
+        items = {run.leaf.path: run.items(index) for run in runs}
+        flat = [item for group in items.values() for item in group]
+        results: dict[str, Result] = {}
+        for item in flat:
+            if (cached := cache.get(item.key)) is not None:
+                results[item.key] = cached
+        reused += len(results)
+        for run in runs:
+            if index < len(run.steps):
+                count = run.counts[run.steps[index]]
+                count.cached = sum(item.key in results for item in items[run.leaf.path])
+        pending = list({item.key: item for item in flat if item.key not in results}.values())
+        steps = sorted({item.step for item in flat}, key=_step_order)
+        log(
+            f"pass {index + 1}/{passes} ({', '.join(steps) or 'nothing left'}): "
+            f"{len(flat)} requests, {len(flat) - len(pending)} already answered, "
+            f"{len(pending)} to send"
+        )
+        if pending:
+            outcome = _send(args, settings, pending, cache, totals, index, passes)
+            results.update(outcome.judgements)
+            if outcome.interrupted or outcome.fatal:
+                break
+        for run in runs:
+            run.apply(index, items[run.leaf.path], results)
+    return outcome, reused
 
 
 def _send(args, settings, pending, cache, totals, index, passes) -> RunOutcome:
@@ -229,7 +241,8 @@ def _summary(args, runs: list[LeafRun], totals: Totals, written: list[str] | Non
     lines.append(f"  server    {totals.describe()}")
     lines.append("  per leaf and step: requests (from the cache, failed); what came of them")
     for run in runs:
-        lines.append(f"  {run.leaf.path} ({run.leaf.kind}): {len(run.drafts)} rows")
+        rows = f": {len(run.drafts)} rows" if written is not None else ""
+        lines.append(f"  {run.leaf.path} ({run.leaf.kind}){rows}")
         for step in run.steps:
             count = run.counts[step]
             if not count.requests:

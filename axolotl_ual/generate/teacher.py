@@ -9,6 +9,7 @@ request fails as unparsable (counted, skipped, asked again by the next run).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -64,7 +65,7 @@ class StepWorker(AsyncJudge):
         judge = (
             teacher
             if settings.judge.model == settings.teacher.model
-            else OpenAIChatClient(_with_model(options, settings.judge.model))
+            else OpenAIChatClient(dataclasses.replace(options, model=settings.judge.model))
         )
         self.clients = {TEACHER: teacher, JUDGE: judge}
         self.stats = teacher.stats
@@ -117,9 +118,3 @@ class StepWorker(AsyncJudge):
             leaf=item.leaf.path,
             step=item.step,
         )
-
-
-def _with_model(options: BackendOptions, model: str) -> BackendOptions:
-    from dataclasses import replace
-
-    return replace(options, model=model)

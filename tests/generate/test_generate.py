@@ -112,6 +112,11 @@ def test_the_bundled_taxonomy_end_to_end_then_a_rerun_sends_nothing(
     assert len(server.requests) == sent  # everything came from the cache
     assert "0 to send" in err and "1 to send" not in err
     assert (tmp_path / "out.jsonl").read_bytes() == before
+    # one leaf of the same taxonomy: all from the cache, and the rest is said to be unused
+    code, out, err = run_cli(command(server, options=f"--leaf {HAIKU}"), cwd=tmp_path)
+    assert code == 0 and len(server.requests) == sent, err
+    haiku = 2 + 6 + 4 + 4
+    assert f"note: {sent - haiku} recorded requests were not asked this time" in err
 
 
 def test_5xx_and_429_are_retried_and_change_nothing(tmp_path, teacher_server, run_cli):
@@ -228,7 +233,7 @@ def test_outputs_that_would_overwrite_what_generate_did_not_write_are_refused(
 def test_dry_run_judge_model_and_system_prompt(tmp_path, teacher_server, run_cli):
     teacher = ScriptedTeacher(judged)
     server = teacher_server(teacher)
-    code, _, err = run_cli(command(server, options="--dry-run"), cwd=tmp_path)
+    code, _, err = run_cli(command(server, output=None, options="--dry-run"), cwd=tmp_path)
     assert code == 0, err
     assert "4 leaves" in err and "in 3 chunk(s) of <= 300 words" in err
     assert not server.requests and not list(tmp_path.iterdir())

@@ -303,3 +303,16 @@ def test_chunks_keep_every_word_in_order_and_cut_between_paragraphs():
     # a short last piece joins the chunk before it instead of standing alone
     assert [len(c.split()) for c in chunk_words("a " * 100 + "\n\n" + "b " * 20, 100)] == [120]
     assert chunk_words("", 100) == []
+
+
+def test_sdg_hub_knowledge_flow_rows():
+    from axolotl_ual.generate.sdg_hub import REQUIRED_COLUMNS, knowledge_flow_rows
+
+    knowledge, skill = read_taxonomy(TAXONOMY)[:2]
+    rows = knowledge_flow_rows(knowledge, 300)
+    assert len(rows) == 3 and all(set(REQUIRED_COLUMNS) <= set(row) for row in rows)
+    assert " ".join(r["document"] for r in rows).split() == knowledge.documents[0].text.split()
+    assert [r["icl_document"] for r in rows] == [s.context for s in knowledge.knowledge_seeds[:3]]
+    assert rows[0]["icl_query_3"] == knowledge.knowledge_seeds[0].pairs[2][0]
+    with pytest.raises(ValueError, match="not a knowledge leaf"):
+        knowledge_flow_rows(skill)
