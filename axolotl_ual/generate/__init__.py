@@ -8,4 +8,5 @@ behind any OpenAI-compatible server, with `elicit`'s client, runner, cache and o
 - `cache.py`     the resumable cache, one record per answered request
 - `run.py`       the command: passes through the runner, output files, summary
 - `fake_teacher.py`  the loopback server's answers to these prompts (tests, trying it out)
+- `sdg_hub.py`   the input rows of sdg-hub's knowledge flow, for whoever runs it themselves
 """
