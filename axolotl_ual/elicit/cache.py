@@ -9,6 +9,9 @@ Each record is written with one `write` and flushed as soon as its sample is sco
 the process (even with SIGKILL) loses only the requests in flight; a line cut short by the kill
 is skipped on the next read. Only successes are stored: a re-run asks again for the samples
 that failed. Nothing secret is ever written here.
+
+`RecordLog` is the file itself (append one record durably, read back what survived a kill),
+for any command's cache: `generate` keeps its own records in one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +38,46 @@ def default_cache_path(output: str | Path) -> Path:
     return Path(str(output).rstrip("/") + ".cache.jsonl")
 
 
-class ScoreCache:
-    def __init__(self, path: str | Path, *, config: str, method: str, model: str):
+class RecordLog:
+    """An append-only JSONL file of records, durable one record at a time, for any cache.
+
+    `read(parse)` goes through the existing lines: `parse(record)` is called on each complete
+    JSON line and may raise `KeyError`, `TypeError` or `ValueError` to skip a record it cannot
+    use; such lines and lines that are not JSON (a record torn by a kill) are counted in
+    `skipped_lines` and reported once on stderr. `append(record)` writes one line in one
+    `write` and flushes it before returning. A last line cut short by a kill gets a newline
+    first, so the next record starts on a fresh line.
+    """
+
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.config = config
-        self._stamp = {"config": config, "method": method, "model": model}
-        self._scores: dict[str, Judgement] = {}
         self.skipped_lines = 0
-        self.other_config_records = 0
-        self._load()
+        self._file = None
+
+    def read(self, parse: Callable[[dict[str, Any]], None]) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    parse(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    self.skipped_lines += 1
+        if self.skipped_lines:
+            print(
+                f"cache {self.path}: skipped {self.skipped_lines} unreadable line(s) "
+                "(a record cut short by a kill, most likely)",
+                file=sys.stderr,
+            )
+
+    def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         needs_newline = (
             self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
         )
-        # kept open for the run (one flushed write per record); closed by close() / __exit__
+        # kept open for the run (one flushed write per record); closed by close()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         if needs_newline:  # the last record was cut short by a kill: start on a fresh line
             self._file.write("\n")
@@ -58,33 +88,40 @@ class ScoreCache:
             handle.seek(-1, 2)
             return handle.read(1) == b"\n"
 
-    def _load(self) -> None:
-        if not self.path.exists():
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class ScoreCache:
+    def __init__(self, path: str | Path, *, config: str, method: str, model: str):
+        self.path = Path(path)
+        self.config = config
+        self._stamp = {"config": config, "method": method, "model": model}
+        self._scores: dict[str, Judgement] = {}
+        self.other_config_records = 0
+        self._log = RecordLog(self.path)
+        self._log.read(self._load)
+        self._log.open()
+
+    @property
+    def skipped_lines(self) -> int:
+        return self._log.skipped_lines
+
+    def _load(self, record: dict[str, Any]) -> None:
+        key, config = record["sample_key"], record["config"]
+        uncertainty = parse_uncertainty(record["uncertainty"])
+        if uncertainty is None or not math.isfinite(record["score"]):
+            raise ValueError("no score")
+        judgement = Judgement(record["score"], uncertainty, record.get("detail") or {})
+        if config != self.config:
+            self.other_config_records += 1
             return
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    key, config = record["sample_key"], record["config"]
-                    uncertainty = parse_uncertainty(record["uncertainty"])
-                    if uncertainty is None or not math.isfinite(record["score"]):
-                        raise ValueError("no score")
-                    judgement = Judgement(record["score"], uncertainty, record.get("detail") or {})
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    self.skipped_lines += 1
-                    continue
-                if config != self.config:
-                    self.other_config_records += 1
-                    continue
-                self._scores.setdefault(key, judgement)
-        if self.skipped_lines:
-            print(
-                f"cache {self.path}: skipped {self.skipped_lines} unreadable line(s) "
-                "(a record cut short by a kill, most likely)",
-                file=sys.stderr,
-            )
+        self._scores.setdefault(key, judgement)
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -99,19 +136,19 @@ class ScoreCache:
         """Record a scored sample durably (written and flushed before returning)."""
         if not judgement.ok or key in self._scores:
             return
-        record = {
-            "sample_key": key,
-            **self._stamp,
-            "score": judgement.score,
-            "uncertainty": judgement.uncertainty,
-            "detail": judgement.detail,
-        }
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._log.append(
+            {
+                "sample_key": key,
+                **self._stamp,
+                "score": judgement.score,
+                "uncertainty": judgement.uncertainty,
+                "detail": judgement.detail,
+            }
+        )
         self._scores[key] = judgement
 
     def close(self) -> None:
-        self._file.close()
+        self._log.close()
 
     def __enter__(self) -> ScoreCache:
         return self

@@ -23,12 +23,21 @@ EXIT_STATUS = {
     ExitCode.STOPPED: "stopped by the judge (bad key, unknown model, wrong URL, server down)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C / SIGTERM)",
 }
-ELICIT_EPILOG = (
-    "The judge's API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
-    "by --api-key-env), never from the command line, and is never written or printed.\n"
-    "Re-running the same command resumes: samples already in the cache are not sent again.\n"
-    "Exit status:\n"
-    + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in EXIT_STATUS.items())
+
+
+def key_and_exit_epilog(who: str, resumes: str, exit_status: dict) -> str:
+    """The --help epilog of a command that talks to a server: the key, resuming, exit status."""
+    return (
+        f"The {who}'s API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
+        "by --api-key-env), never from the command line, and is never written or printed.\n"
+        f"Re-running the same command resumes: {resumes}.\n"
+        "Exit status:\n"
+        + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in exit_status.items())
+    )
+
+
+ELICIT_EPILOG = key_and_exit_epilog(
+    "judge", "samples already in the cache are not sent again", EXIT_STATUS
 )
 
 
@@ -105,6 +114,52 @@ def _merge(args) -> int:
     from .shards import run_merge
 
     return run_merge(args)
+
+
+def add_server_arguments(server, *, timeout: float = 60.0) -> None:
+    """The OpenAI-compatible server's options (URL, key variable, concurrency, timeout,
+    retries, backoff), shared by every command that talks to one through
+    `client.OpenAIChatClient` (`elicit`, `generate`)."""
+    server.add_argument(
+        "--base-url",
+        help="server URL, e.g. http://localhost:8000/v1 (default: OPENAI_BASE_URL or OpenAI's)",
+    )
+    server.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (default: %(default)s)",
+    )
+    server.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        help="requests in flight (default: %(default)s)",
+    )
+    server.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=timeout,
+        help="seconds a whole request (connect, send, every byte of the answer) may take "
+        "before it counts as a timeout and is retried (default: %(default)s)",
+    )
+    server.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=6,
+        help="retries of a request after 429/5xx/timeouts (default: %(default)s)",
+    )
+    server.add_argument(
+        "--backoff-base",
+        type=_positive_float,
+        default=0.5,
+        help="first retry delay in seconds, doubled each retry (default: %(default)s)",
+    )
+    server.add_argument(
+        "--backoff-max",
+        type=_positive_float,
+        default=30.0,
+        help="longest retry delay without Retry-After (default: %(default)s)",
+    )
 
 
 def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
@@ -218,47 +273,7 @@ def add_elicit_parser(subparsers) -> argparse.ArgumentParser:
         "middle (default: %(default)s)",
     )
 
-    server = parser.add_argument_group("openai backend")
-    server.add_argument(
-        "--base-url",
-        help="server URL, e.g. http://localhost:8000/v1 (default: OPENAI_BASE_URL or OpenAI's)",
-    )
-    server.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the API key (default: %(default)s)",
-    )
-    server.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=16,
-        help="requests in flight (default: %(default)s)",
-    )
-    server.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=60.0,
-        help="seconds a whole request (connect, send, every byte of the answer) may take "
-        "before it counts as a timeout and is retried (default: %(default)s)",
-    )
-    server.add_argument(
-        "--max-retries",
-        type=_non_negative_int,
-        default=6,
-        help="retries of a request after 429/5xx/timeouts (default: %(default)s)",
-    )
-    server.add_argument(
-        "--backoff-base",
-        type=_positive_float,
-        default=0.5,
-        help="first retry delay in seconds, doubled each retry (default: %(default)s)",
-    )
-    server.add_argument(
-        "--backoff-max",
-        type=_positive_float,
-        default=30.0,
-        help="longest retry delay without Retry-After (default: %(default)s)",
-    )
+    add_server_arguments(parser.add_argument_group("openai backend"))
 
     local = parser.add_argument_group("hf / vllm backends")
     local.add_argument(

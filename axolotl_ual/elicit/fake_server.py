@@ -4,10 +4,11 @@ It binds 127.0.0.1 only, answers `POST /v1/chat/completions` (with `n`, `logprob
 `top_logprobs`) and `GET /v1/models`, and lets a *policy* decide each reply: a score, an HTTP
 error with headers (429 + Retry-After) and a body of any shape (OpenAI's `{"error": ...}`,
 FastAPI's `{"detail": ...}`, plain text), a delay (to cause client timeouts), a body trickled
-a byte at a time, an unparsable text. `shape` writes the completion the way a given server
-does (see `SHAPES`); `prefixes` says under which paths it answers (`("/v1",)`: like vLLM, a
-URL without `/v1` gets FastAPI's 404). It serves at most `max_requests` requests and stops by
-itself after `lifetime` seconds.
+a byte at a time, an unparsable text. By default it scores like a judge for `elicit` and
+answers `generate`'s prompts like a teacher (see `default_policy`). `shape` writes the
+completion the way a given server does (see `SHAPES`); `prefixes` says under which paths it
+answers (`("/v1",)`: like vLLM, a URL without `/v1` gets FastAPI's 404). It serves at most
+`max_requests` requests and stops by itself after `lifetime` seconds.
 
     with FakeOpenAIServer(latency=0.5) as server:
         ...  # point `--base-url server.base_url` at it; server.requests records every request
@@ -89,7 +90,13 @@ def hashed_score(text: str, low: int, high: int) -> int:
 
 
 def default_policy(request: Request) -> Reply:
-    """A score from a hash of the prompt: 1-10 as text, or a 0-9 digit distribution."""
+    """A score from a hash of the prompt: 1-10 as text, or a 0-9 digit distribution; the
+    requests of `axolotl-ual generate` get the fake teacher's answers instead (contexts,
+    questions, answers, judge verdicts: `axolotl_ual.generate.fake_teacher`)."""
+    from ..generate.fake_teacher import FakeTeacher
+
+    if (generated := FakeTeacher()(request)) is not None:
+        return generated
     if request.wants_logprobs:
         digit = hashed_score(request.prompt, 0, 9)
         alternatives = [
@@ -485,7 +492,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Loopback OpenAI-compatible judge for trying `elicit`."
+        description="Loopback OpenAI-compatible judge and teacher for trying `elicit` and "
+        "`generate`."
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument(

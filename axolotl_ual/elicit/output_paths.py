@@ -10,8 +10,9 @@ The rule, in one place for the three commands:
   schema has the `<field>` and `<field>_score` columns (JSONL, JSON, CSV, Parquet, or a
   `save_to_disk` folder holding only `dataset_info.json`, `state.json` and `data-*.arrow`); a
   sidecar whose rows are exactly `{sample_key, uncertainty}`; a cache whose records have
-  `sample_key` and `config`; a shard manifest; a PNG by its signature. An empty file holds
-  nothing to lose and may be replaced. Anything else is refused.
+  `sample_key` and `config`; a shard manifest; a PNG by its signature; for other commands'
+  JSONL record files (`generate`'s cache), a first record with the `keys` they declare. An
+  empty file holds nothing to lose and may be replaced. Anything else is refused.
 - Every output must be writable: not the current folder (or one above it), not under a regular
   file, in a folder this process can create files in.
 
@@ -33,6 +34,7 @@ from ..errors import UsageError
 from . import io
 
 DATASET, SIDECAR, CACHE, MANIFEST, PNG = "dataset", "sidecar", "cache", "manifest", "png"
+RECORDS = "records"  # JSONL records with `keys`, described by `what` (another command's cache)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATASET_FOLDER_FILES = ("dataset_info.json", "state.json")  # plus data-*.arrow
 WHAT = {
@@ -52,7 +54,8 @@ class Output:
     path: Path
     kind: str
     columns: tuple[str, ...] = ()  # DATASET: the columns an existing file must have
-    keys: frozenset[str] = frozenset()  # MANIFEST: the keys an existing manifest has
+    keys: frozenset[str] = frozenset()  # MANIFEST: its keys; RECORDS: keys its records have
+    what: str = ""  # RECORDS: what the file is, for the message ("a generate cache")
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -82,8 +85,9 @@ def check_outputs(inputs: Iterable[str | Path], outputs: Sequence[Output]) -> No
         _check_writable(output)
         if problem := _not_ours(output):
             raise UsageError(
-                f"{output.option} {output.path} exists and is not {WHAT[output.kind]} this "
-                f"command wrote ({problem}): remove it or choose another path"
+                f"{output.option} {output.path} exists and is not "
+                f"{output.what or WHAT[output.kind]} this command wrote ({problem}): remove it or "
+                "choose another path"
             )
 
 
@@ -185,6 +189,9 @@ def _not_ours(output: Output) -> str | None:
         if output.kind == CACHE:
             ok = isinstance(first, dict) and {"sample_key", "config"} <= set(first)
             return None if ok else "its first line is not a cache record"
+        if output.kind == RECORDS:
+            ok = isinstance(first, dict) and output.keys <= set(first)
+            return None if ok else f"its first line is not a record with {sorted(output.keys)}"
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return f"unreadable as such: {type(exc).__name__}"
     raise AssertionError(f"unknown output kind {output.kind}")

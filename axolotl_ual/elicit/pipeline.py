@@ -118,6 +118,8 @@ def _check_paths(args) -> Path:
 
 
 def backend_options(args) -> BackendOptions:
+    """The backend's options from a command's arguments (`cli.add_server_arguments`, plus the
+    local backends' where the command has them: `generate` has none)."""
     return BackendOptions(
         model=args.model,
         base_url=args.base_url,
@@ -127,9 +129,9 @@ def backend_options(args) -> BackendOptions:
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
+        batch_size=getattr(args, "batch_size", None),
+        device=getattr(args, "device", "auto"),
+        dtype=getattr(args, "dtype", "auto"),
     )
 
 

@@ -11,7 +11,10 @@ failed after all their retries (`fatal`: the server is down or overloaded).
 
 Nothing here depends on what the work is: an item needs a `.key`, a result `.ok`, `.error` and
 `.transient`, the store an `add(key, result)` that writes durably; an `AsyncJudge` is anything
-with `async judge(item)` and `aclose()`, e.g. a generator around `client.OpenAIChatClient`.
+with `async judge(item)` and `aclose()`, e.g. a generator around `client.OpenAIChatClient`
+(`axolotl_ual.generate` is one). The words of the progress bar and the messages (`Wording`) and how
+a failed item is named (`failure_label`; by default elicit's "row N: not scored") are the
+caller's.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backends.base import AsyncJudge, BackendError, Judge
 from .cache import ScoreCache
@@ -33,6 +37,16 @@ SHOWN_FAILURES = 5
 
 class TooManyFailures(BackendError):
     """Many samples in a row failed after every retry: stop instead of hammering a dead server."""
+
+
+@dataclass(frozen=True)
+class Wording:
+    """What the progress bar and the messages call the work: elicit's words by default."""
+
+    desc: str = "scoring"  # the progress bar's label
+    unit: str = "row"  # what it counts
+    noun: str = "samples"  # "the last 32 samples all failed after every retry"
+    failed: str = "null"  # the bar's count of failed items
 
 
 @dataclass
@@ -52,14 +66,16 @@ class _Recorder:
         outcome: RunOutcome,
         cache: ScoreCache,
         bar,
-        row_of: Mapping[str, int],
+        failure_label: Callable[[Any], str],
         streak_limit: int,
+        wording: Wording,
     ):
         self.outcome = outcome
         self.cache = cache
         self.bar = bar
-        self.row_of = row_of
+        self.failure_label = failure_label
         self.streak_limit = streak_limit
+        self.wording = wording
         self.streak = 0
         self.failures = 0
 
@@ -71,29 +87,29 @@ class _Recorder:
             self.streak = 0
             return
         self.failures += 1
-        self.bar.set_postfix(null=self.failures, refresh=False)
+        self.bar.set_postfix({self.wording.failed: self.failures}, refresh=False)
         if self.failures <= SHOWN_FAILURES:
             note = "" if self.failures < SHOWN_FAILURES else " (further failures: see the summary)"
             self.bar.write(
-                f"row {self.row_of.get(sample.key, '?')}: not scored: {judgement.error}{note}",
+                f"{self.failure_label(sample)}: {judgement.error}{note}",
                 file=sys.stderr,
             )
         self.streak = self.streak + 1 if judgement.transient else 0
         if self.streak >= self.streak_limit:
             raise TooManyFailures(
-                f"the last {self.streak} samples all failed after every retry (last: "
+                f"the last {self.streak} {self.wording.noun} all failed after every retry (last: "
                 f"{judgement.error}); is the server up? Stopping: re-run the same command to resume"
             )
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, wording: Wording):
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()
     return tqdm(
         total=total,
-        unit="row",
-        desc="scoring",
+        unit=wording.unit,
+        desc=wording.desc,
         file=sys.stderr,
         disable=not enabled,
         dynamic_ncols=True,
@@ -110,14 +126,25 @@ def run_judge(
     concurrency: int = 16,
     progress: bool = True,
     row_of: Mapping[str, int] | None = None,
+    failure_label: Callable[[Any], str] | None = None,
+    wording: Wording = Wording(),
 ) -> RunOutcome:
-    """Judge every sample of `samples` (unique keys), recording each result in `cache`."""
+    """Judge every sample of `samples` (unique keys), recording each result in `cache`.
+
+    A failed item is printed as `failure_label(item): <error>`; by default "row N: not scored",
+    N from `row_of` (the item's key -> its row)."""
     outcome = RunOutcome()
     started, cpu_started = time.perf_counter(), time.process_time()
     is_async = isinstance(judge, AsyncJudge)
-    bar = _progress_bar(len(samples), progress)
+    bar = _progress_bar(len(samples), progress, wording)
     streak_limit = max(2 * concurrency, 10) if is_async else len(samples) + 1
-    record = _Recorder(outcome, cache, bar, row_of or {}, streak_limit)
+    if failure_label is None:
+        rows = row_of or {}
+
+        def failure_label(sample) -> str:
+            return f"row {rows.get(sample.key, '?')}: not scored"
+
+    record = _Recorder(outcome, cache, bar, failure_label, streak_limit, wording)
     try:
         if is_async:
             asyncio.run(_run_async(judge, samples, concurrency, record))
@@ -146,8 +173,14 @@ async def _run_async(
         pass
 
     async def worker() -> None:
+        me = asyncio.current_task()
         for sample in pending:
             record(sample, await judge.judge(sample))
+            # Python 3.11's `asyncio.wait_for` can swallow a cancellation that arrives as its
+            # request completes (fixed in 3.12): the worker would then go on through the
+            # remaining samples after Ctrl-C. The request for cancellation is still counted.
+            if me.cancelling():
+                raise asyncio.CancelledError
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -87,16 +87,22 @@ class ScriptedJudge:
         return reply if reply is not None else Reply([str(expected_score(i))] * request.n)
 
 
-def cli_command(command: str) -> list[str]:
-    """`python -m axolotl_ual.elicit` with the arguments of a shell-like command string."""
-    return [sys.executable, "-m", "axolotl_ual.elicit", *shlex.split(command)]
+def cli_command(command: str, module: str = "axolotl_ual.elicit") -> list[str]:
+    """`python -m axolotl_ual.elicit` (or another `module`) with the arguments of a shell-like
+    command string."""
+    return [sys.executable, "-m", module, *shlex.split(command)]
 
 
 def run_cli_subprocess(
-    command: str, *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    command: str,
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    module: str = "axolotl_ual.elicit",
 ):
     return subprocess.run(
-        cli_command(command),
+        cli_command(command, module),
         cwd=cwd,
         env=env or judge_client_env(),
         capture_output=True,
