@@ -112,9 +112,15 @@ def run_axolotl(
         argv = [console_script("axolotl"), command, str(config)]
         if command == "train" and launcher != "accelerate":
             argv += SINGLE_PROCESS
+    return run_command(argv, cwd=config.parent, env=env, timeout=timeout)
+
+
+def run_command(argv: list[str], *, cwd: Path = REPO, env: dict | None = None, timeout=900):
+    """`argv` in a subprocess with axolotl's offline environment (plus `env`); stdout and
+    stderr captured together, for a failing test to show the tail."""
     return subprocess.run(
         argv,
-        cwd=config.parent,
+        cwd=cwd,
         env={**axolotl_env(), **(env or {})},
         text=True,
         stdout=subprocess.PIPE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ from tests.reference import axolotl_tokenized, read_jsonl, smoothed_loss_referen
 from tests.support import (
     LORA_ON_CPU,
     SAMPLE_CHAT,
-    axolotl_env,
     log_history,
     run_axolotl,
+    run_command,
     train,
     ual_config,
     write_config,
@@ -123,15 +122,7 @@ def test_demo_command(tmp_path):
     from axolotl_ual.demo import logged_metrics
 
     workdir = tmp_path / "demo"
-    result = subprocess.run(
-        [console_script("axolotl-ual"), "demo", "--workdir", str(workdir)],
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
-    )
+    result = run_command([console_script("axolotl-ual"), "demo", "--workdir", str(workdir)])
     assert result.returncode == 0, result.stdout[-6000:]
     out = result.stdout.splitlines()
 

@@ -8,7 +8,6 @@ arm trained on the judge's scores with the rank mapping, and the report holds th
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 
 from axolotl_ual.toolkit import read_jsonl
 from experiments.uncertainty_mixture.report import axolotl_logs
-from tests.support import REPO, axolotl_env
+from tests.support import run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.e2e
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     work, out = root / "work", root / "out"
-    result = subprocess.run(
+    result = run_command(
         [
             sys.executable,
             "-m",
@@ -36,13 +35,6 @@ def smoke(tmp_path_factory):
             "--out",
             str(out),
         ],
-        cwd=REPO,
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:]
     return work, out, result.stdout
