@@ -10,6 +10,7 @@ it `axolotl-ual inspect`) works without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -147,6 +148,42 @@ def keep_batch_columns(trainer, columns) -> None:
     signature = getattr(trainer, "_signature_columns", None)
     if signature is not None:
         signature.extend(name for name in columns if name not in signature)
+
+
+# --- DeepSpeed ZeRO-3 ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gathered_for_each_call(model):
+    """Within the block, each module of a ZeRO-3-partitioned `model` gathers its own weights
+    for its forward and releases them after, as DeepSpeed's engine does once training runs
+    (collective: every rank must run the same forwards). For forwards before the engine
+    exists, e.g. the reference pass at trainer construction; DeepSpeed 0.19
+    (`deepspeed.zero.GatheredParameters`)."""
+    import deepspeed
+
+    open_gathers = {}
+
+    def gather(module, args):
+        gathered = deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)))
+        gathered.__enter__()
+        open_gathers[module] = gathered
+
+    def release(module, args, output):
+        open_gathers.pop(module).__exit__(None, None, None)
+
+    handles = []
+    for module in model.modules():
+        if next(module.parameters(recurse=False), None) is not None:
+            handles.append(module.register_forward_pre_hook(gather))
+            handles.append(module.register_forward_hook(release))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for gathered in open_gathers.values():  # a forward that raised
+            gathered.__exit__(None, None, None)
 
 
 # --- offline runs ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .columns import REFERENCE
+from .errors import DataError
 from .loss import linear_token_statistics, token_statistics
 from .output_head import OutputHead
 
@@ -43,7 +46,8 @@ def token_logprobs(model, head: OutputHead | None, inputs: dict, labels: torch.T
     """(B, T) log p(token t | tokens < t) of the labelled tokens under `model` as it is (0 at
     t = 0 and where the label is ignored), in eval mode, without gradients.
 
-    With `head` the logits are never built: its input is captured and reduced chunk by chunk.
+    With `head` the logits are never built: the head's input is reduced chunk by chunk inside
+    its call (where sharded parameters are whole).
     """
     inputs = {key: value for key, value in inputs.items() if key != "labels"}
     predicted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
@@ -53,12 +57,15 @@ def token_logprobs(model, head: OutputHead | None, inputs: dict, labels: torch.T
         if head is None:
             stats = token_statistics(model(**inputs).logits, predicted)
         else:
-            with head.capture() as captured:
+
+            def reduce(hidden, weight, bias):
+                return linear_token_statistics(
+                    hidden, weight, predicted, bias=bias, softcap=head.softcap
+                )
+
+            with head.reduce_in_forward(reduce) as results:
                 model(**inputs)
-            hidden, weight, bias = head.linear_inputs(captured[0])
-            stats = linear_token_statistics(
-                hidden, weight, predicted, bias=bias, softcap=head.softcap
-            )
+            stats = results[0]
     finally:
         model.train(was_training)
     # the prediction at position t is of token t + 1
@@ -71,6 +78,27 @@ def adapter_reference(model, head: OutputHead | None, inputs: dict, labels: torc
         return token_logprobs(model, head, inputs, labels)
 
 
+@dataclass
+class Ranks:
+    """How data-parallel ranks share the one-off reference pass.
+
+    Whole weights on the main process (one process, DDP; FSDP shards only when training
+    starts, and with `cpu_ram_efficient_loading` only the main process holds real weights
+    until then): the main process computes the cache key and the values while the others wait
+    in `main_process_first`, then they read its cache (`from_main` hands them its key).
+    Weights partitioned already (DeepSpeed ZeRO-3 loads them so): each forward needs every
+    rank, so all compute together (`collective`; `sum` adds a tensor over ranks, `all_agree`
+    tells whether every rank found the cache) and only the main process writes the cache.
+    """
+
+    collective: bool = False
+    is_main_process: bool = True
+    main_process_first: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    from_main: Callable[[Any], Any] = lambda value: value
+    all_agree: Callable[[bool], bool] = bool
+    sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+
+
 def with_reference_column(
     dataset,
     model,
@@ -78,29 +106,57 @@ def with_reference_column(
     *,
     cache_dir: str | Path | None,
     batch_size: int = 8,
-    main_process_first=contextlib.nullcontext,
+    ranks: Ranks | None = None,
     log=print,
 ):
     """`dataset` plus `ual_reference_logprob` (one value per token) under `model` as it is now.
 
     Cached in `<cache_dir>/ual-reference-<key>`, the key covering the model's weights and the
-    dataset's fingerprint; `main_process_first` lets rank 0 compute it while the others wait
-    and then read it.
+    dataset's fingerprint, so a re-run (or another rank, see `Ranks`) reads it.
     """
     if dataset is None or REFERENCE.name in dataset.column_names:
         return dataset
-    key = _cache_key(model, dataset)
-    path = Path(cache_dir or ".") / f"ual-reference-{key}"
-    with main_process_first():
+    ranks = ranks or Ranks()
+    if ranks.collective:
+        path = _cache_path(cache_dir, _cache_key(model, dataset, ranks.sum))
         values = _load(path, len(dataset))
+        if not ranks.all_agree(values is not None):
+            values = _compute_logged(dataset, model, head, batch_size, log)
+            if ranks.is_main_process:
+                _save_logged(path, values, log)
+        else:
+            log(f"UAL: reference log-probabilities read from {path}")
+        return dataset.add_column(REFERENCE.name, values)
+
+    key = _cache_key(model, dataset) if ranks.is_main_process else None
+    path = _cache_path(cache_dir, ranks.from_main(key))
+    with ranks.main_process_first():
+        values = _load(path, len(dataset))
+        if values is None and not ranks.is_main_process:
+            raise DataError(
+                f"the reference log-probabilities the main process computed are not readable "
+                f"at {path} on this rank: put dataset_prepared_path on storage every rank shares"
+            )
         if values is None:
-            log(f"UAL: reference log-probabilities of {len(dataset)} rows (initial weights)...")
-            values = _compute(dataset, model, head, batch_size)
-            _save(path, values)
-            log(f"UAL: reference log-probabilities cached in {path}")
+            values = _compute_logged(dataset, model, head, batch_size, log)
+            _save_logged(path, values, log)
         else:
             log(f"UAL: reference log-probabilities read from {path}")
     return dataset.add_column(REFERENCE.name, values)
+
+
+def _cache_path(cache_dir: str | Path | None, key: str) -> Path:
+    return Path(cache_dir or ".") / f"ual-reference-{key}"
+
+
+def _compute_logged(dataset, model, head, batch_size: int, log) -> list[list[float]]:
+    log(f"UAL: reference log-probabilities of {len(dataset)} rows (initial weights)...")
+    return _compute(dataset, model, head, batch_size)
+
+
+def _save_logged(path: Path, values: list[list[float]], log) -> None:
+    _save(path, values)
+    log(f"UAL: reference log-probabilities cached in {path}")
 
 
 def _compute(dataset, model, head, batch_size: int) -> list[list[float]]:
@@ -127,15 +183,28 @@ def _compute(dataset, model, head, batch_size: int) -> list[list[float]]:
     return values
 
 
-def _cache_key(model, dataset) -> str:
+def _cache_key(model, dataset, sum_over_ranks=lambda t: t) -> str:
     digest = hashlib.sha256()
     digest.update(str(getattr(model.config, "_name_or_path", "")).encode())
     digest.update(str(getattr(dataset, "_fingerprint", len(dataset))).encode())
+    tensors = [*model.named_parameters(), *model.named_buffers()]
     with torch.no_grad():  # the weights themselves, cheaply: one float64 sum per tensor
-        for name, tensor in model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(repr(float(tensor.detach().double().sum())).encode())
+        sums = torch.stack([local_part(t).sum(dtype=torch.float64) for _, t in tensors])
+    for (name, _), total in zip(tensors, sum_over_ranks(sums).tolist(), strict=True):
+        digest.update(name.encode())
+        digest.update(repr(total).encode())
     return digest.hexdigest()[:16]
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """What this rank holds of a parameter: DeepSpeed ZeRO-3's partition (`ds_tensor`), or the
+    tensor itself."""
+    return getattr(tensor, "ds_tensor", tensor)
+
+
+def parameters_partitioned(model) -> bool:
+    """Whether the model's parameters are DeepSpeed ZeRO-3 partitions right now."""
+    return any(hasattr(p, "ds_tensor") for p in model.parameters())
 
 
 def _load(path: Path, rows: int) -> list[list[float]] | None:

@@ -16,6 +16,7 @@ logits path and logs why, once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ from axolotl.utils.logging import get_logger
 
 from .args import SAMPLE_SMOOTHING, Objective, PreferenceLabels
 from .columns import BATCH_COLUMNS, INSTRUCTION, REFERENCE, UNCERTAINTY
-from .compat import keep_batch_columns
+from .compat import gathered_for_each_call, keep_batch_columns
 from .errors import DataError, UsageError
 from .loss import (
     linear_token_loss,
@@ -39,7 +40,15 @@ from .mapping import epsilon_mapping
 from .metrics import EvalBuckets, PreferenceMeter, TrainingMeter
 from .objectives import PointwisePreference, PredictionBatch, SmoothedSFT
 from .output_head import OutputHead, UnsupportedHead, find_output_head
-from .reference import adapter_reference, describe, has_adapter, with_reference_column
+from .reference import (
+    Ranks,
+    adapter_reference,
+    describe,
+    has_adapter,
+    local_part,
+    parameters_partitioned,
+    with_reference_column,
+)
 
 LOG = get_logger(__name__)
 _CHECK_TOKENS = 64  # tokens of the first batch used to check the fused path against the logits
@@ -93,9 +102,9 @@ class UALTrainer(AxolotlTrainer):
         self.ual_mapping = self.ual_objective.epsilon_of
         self.ual_head: OutputHead | None = None
         self.ual_loss_path: str | None = None  # "fused" or "logits", decided on the first batch
-        self._batch_columns: dict[str, torch.Tensor] = {}
+        self._batch: PredictionBatch | None = None  # the micro-batch being computed
         self._batch_training = True
-        self._captured: list[torch.Tensor] | None = None
+        self._fused_results: list | None = None  # what the head's forward computed
         self._training_meter = TrainingMeter()
         self._eval_buckets = EvalBuckets(self.args.ual_eval_buckets)
         self._preference_meters = {True: PreferenceMeter(), False: PreferenceMeter()}
@@ -121,22 +130,63 @@ class UALTrainer(AxolotlTrainer):
                 head = find_output_head(model)
             except UnsupportedHead as exc:
                 LOG.info(f"UAL: reference log-probabilities from the logits: {exc}")
-        for split in ("train_dataset", "eval_dataset"):
-            dataset = getattr(self, split)
-            if isinstance(dataset, dict):
-                raise UsageError("ual_objective with several named eval datasets is not supported")
-            setattr(
-                self,
-                split,
-                with_reference_column(
+        ranks = self._reference_ranks(model)
+        # before training, nothing gathers ZeRO-3's partitions for a forward yet: gather each
+        # module's own weights for its call, one module at a time
+        gathering = gathered_for_each_call(model) if ranks.collective else contextlib.nullcontext()
+        with gathering:
+            for split in ("train_dataset", "eval_dataset"):
+                dataset = getattr(self, split)
+                if isinstance(dataset, dict):
+                    raise UsageError(
+                        "ual_objective with several named eval datasets is not supported"
+                    )
+                reference = with_reference_column(
                     dataset,
                     model,
                     head,
                     cache_dir=self.args.ual_prepared_path,
-                    main_process_first=self.accelerator.main_process_first,
+                    ranks=ranks,
                     log=LOG.info,
-                ),
+                )
+                setattr(self, split, reference)
+
+    def _reference_ranks(self, model) -> Ranks:
+        if self.accelerator.num_processes == 1 and not parameters_partitioned(model):
+            return Ranks()
+        import torch.distributed as dist
+
+        device = self.accelerator.device
+        if not parameters_partitioned(model):
+
+            def from_main(value):
+                shared = [value]
+                dist.broadcast_object_list(shared, src=0)
+                return shared[0]
+
+            return Ranks(
+                is_main_process=self.accelerator.is_main_process,
+                main_process_first=self.accelerator.main_process_first,
+                from_main=from_main,
             )
+
+        # ZeRO-3 partitioned the weights when the model was loaded: every rank takes part
+        def all_agree(ok: bool) -> bool:
+            flag = torch.tensor([int(ok)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            return bool(flag.item())
+
+        def total(values: torch.Tensor) -> torch.Tensor:
+            values = values.to(device)
+            dist.all_reduce(values)
+            return values.cpu()
+
+        return Ranks(
+            collective=True,
+            is_main_process=dist.get_rank() == 0,
+            all_agree=all_agree,
+            sum=total,
+        )
 
     # --- data ---------------------------------------------------------------------------
 
@@ -184,38 +234,46 @@ class UALTrainer(AxolotlTrainer):
             head = self.ual_head if self.ual_loss_path == "fused" else None
             unwrapped = self.accelerator.unwrap_model(model)
             columns[REFERENCE.name] = adapter_reference(unwrapped, head, inputs, inputs["labels"])
-        self._batch_columns = columns
+        batch = self._prediction_batch(inputs["labels"], columns)
+        self._batch = batch
         use_fused = self.ual_loss_path == "fused" and (
             model.training or self.compute_metrics is None  # metrics would need the logits
         )
         if not use_fused:
-            self._captured = None
+            self._fused_results = None
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self.ual_head.capture() as captured:
-            self._captured = captured
+        # the loss (or the eval statistics) is computed inside the head's call, from its input
+        reduce = self._fused_loss(batch) if model.training else self._fused_statistics(batch)
+        with self.ual_head.reduce_in_forward(reduce) as results:
+            self._fused_results = results
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _ual_loss(self, outputs, labels, num_items_in_batch=None):
         """HF `compute_loss_func`: the objective's terms / its normalizer over the step."""
-        batch = self._prediction_batch(labels, self._batch_columns)
-        terms = self.ual_objective.terms(batch)
+        batch, fused = self._batch, self._fused_result()
         uncertainty = batch.column(UNCERTAINTY)
         instruction = batch.column(INSTRUCTION)
         if self._batch_training:
-            result = self._training_loss(outputs, batch, terms)
-            total, nll = result.loss, result.nll
+            if fused is None:
+                result = token_loss_from_logits(
+                    outputs.logits, batch.labels, self.ual_objective.terms(batch)
+                )
+                total = result.loss
+            else:  # tied to the model's (empty) logits, which carry its sharding hooks
+                result, total = fused, fused.loss + outputs.logits.sum()
+            nll = result.nll
             epsilon = self.ual_objective.epsilon(batch)
             self._training_meter.add(uncertainty, epsilon, batch.trained, instruction)
         else:
-            stats = self._token_statistics(outputs, batch.labels)
+            stats = token_statistics(outputs.logits, batch.labels) if fused is None else fused
+            terms = self.ual_objective.terms(batch)
             total, nll = terms.value(stats.nll, stats.uniform_ce), stats.nll
             self._eval_buckets.add(uncertainty, stats, instruction)
         if self.ual_objective.needs_reference:
             self._preference_meters[self._batch_training].add(
                 self.ual_objective.statistics(batch, nll)
             )
-        self._batch_columns = {}
-        self._captured = None
+        self._batch = self._fused_results = None
 
         normalizer = num_items_in_batch
         if normalizer is None:
@@ -224,40 +282,44 @@ class UALTrainer(AxolotlTrainer):
         # a step without any trained token gives 0, not 0/0
         return total / normalizer.clamp(min=_TINY).to(total.dtype)
 
-    def _fused_inputs(self):
-        if not self._captured or len(self._captured) != 1:
+    def _fused_result(self):
+        if self._fused_results is None:
+            return None
+        if len(self._fused_results) != 1:
             raise RuntimeError(
                 f"expected one call of the output head per forward pass, saw "
-                f"{len(self._captured or [])}; set ual_fused_loss: false"
+                f"{len(self._fused_results)}; set ual_fused_loss: false"
             )
-        return self.ual_head.linear_inputs(self._captured[0])
+        return self._fused_results[0]
 
-    def _training_loss(self, outputs, batch: PredictionBatch, terms):
-        if self._captured is None:
-            return token_loss_from_logits(outputs.logits, batch.labels, terms)
-        hidden, weight, bias = self._fused_inputs()
-        return linear_token_loss(
-            hidden,
-            weight,
-            batch.labels,
-            terms,
-            bias=bias,
-            softcap=self.ual_head.softcap,
-            chunk_size=self.args.ual_loss_chunk_size,
-        )
+    def _fused_loss(self, batch: PredictionBatch):
+        terms = self.ual_objective.terms(batch)
 
-    def _token_statistics(self, outputs, labels):
-        if self._captured is None:
-            return token_statistics(outputs.logits, labels)
-        hidden, weight, bias = self._fused_inputs()
-        return linear_token_statistics(
-            hidden,
-            weight,
-            labels,
-            bias=bias,
-            softcap=self.ual_head.softcap,
-            chunk_size=self.args.ual_loss_chunk_size,
-        )
+        def reduce(hidden, weight, bias):
+            return linear_token_loss(
+                hidden,
+                weight,
+                batch.labels,
+                terms,
+                bias=bias,
+                softcap=self.ual_head.softcap,
+                chunk_size=self.args.ual_loss_chunk_size,
+            )
+
+        return reduce
+
+    def _fused_statistics(self, batch: PredictionBatch):
+        def reduce(hidden, weight, bias):
+            return linear_token_statistics(
+                hidden,
+                weight,
+                batch.labels,
+                bias=bias,
+                softcap=self.ual_head.softcap,
+                chunk_size=self.args.ual_loss_chunk_size,
+            )
+
+        return reduce
 
     def _choose_loss_path(self, model, inputs) -> None:
         reason = self._fused_unavailable_reason(model, inputs)
@@ -275,8 +337,7 @@ class UALTrainer(AxolotlTrainer):
     def _fused_unavailable_reason(self, model, inputs) -> str | None:
         if not self.args.ual_fused_loss:
             return "ual_fused_loss is false"
-        if self.is_fsdp_enabled or self._zero3_enabled():
-            return "parameters are sharded (FSDP / DeepSpeed ZeRO-3), the head cannot be read"
+        # sharded parameters (FSDP, ZeRO-3) are fine: the loss runs inside the head's call
         unwrapped = self.accelerator.unwrap_model(model)
         try:
             self.ual_head = find_output_head(unwrapped)
@@ -286,11 +347,22 @@ class UALTrainer(AxolotlTrainer):
         LOG.info(f"UAL: fused-loss check on the first batch: {detail}")
         return None if ok else detail
 
-    def _zero3_enabled(self) -> bool:
-        if not self.is_deepspeed_enabled:
-            return False
-        plugin = self.accelerator.state.deepspeed_plugin
-        return plugin is not None and plugin.zero_stage == 3
+    def _head_sharded(self) -> bool | None:
+        """Whether the head's weight is a shard outside the forward (the fused loss then
+        depends on running inside the head's call); None on the logits path."""
+        if self.ual_head is None:
+            return None
+        weight, _ = self.ual_head.weight_and_bias()
+        return weight is not local_part(weight) or hasattr(weight, "device_mesh")
+
+    def _sharding(self) -> str | None:
+        """How the parameters are sharded across ranks, for the run record."""
+        if self.is_fsdp_enabled:
+            return "fsdp2" if getattr(self.accelerator, "is_fsdp2", False) else "fsdp1"
+        plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+        if plugin is not None and plugin.zero_stage == 3:
+            return "deepspeed_zero3"
+        return None
 
     # --- metrics ------------------------------------------------------------------------
 
@@ -350,20 +422,23 @@ class UALTrainer(AxolotlTrainer):
             "reference": describe(unwrapped) if self.ual_objective.needs_reference else None,
             "loss_path": self.ual_loss_path,
             "fallback_reason": fallback_reason,
+            "sharding": self._sharding(),
             "mapping": self.ual_mapping.kind,
             "smoothing_min": self.ual_mapping.eps_min,
             "smoothing_max": self.ual_mapping.eps_max,
             "uncertainty_source": self.args.ual_uncertainty_source,
             "linear_4bit_layers": layers.count("Linear4bit"),
             "linear_8bit_layers": layers.count("Linear8bitLt"),
+            # a ZeRO-3 partition's full size is its `ds_numel`
             "trainable_parameters": sum(
-                p.numel() for p in unwrapped.parameters() if p.requires_grad
+                getattr(p, "ds_numel", p.numel()) for p in unwrapped.parameters() if p.requires_grad
             ),
+            "head_sharded_outside_forward": self._head_sharded(),
             "world_size": self.accelerator.num_processes,
         }
         path = Path(self.args.output_dir) / "ual_run.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(tmp, path)
 

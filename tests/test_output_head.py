@@ -69,20 +69,23 @@ def _loss_and_grads(model, fused: bool):
     model.zero_grad()
     if fused:
         head = find_output_head(model)
-        with head.capture() as captured:
+
+        def reduce(hidden, weight, bias):
+            return linear_cross_entropy(
+                hidden,
+                weight,
+                labels,
+                eps,
+                bias=bias,
+                softcap=head.softcap,
+                reduction="sum",
+                chunk_size=5,
+            )
+
+        with head.reduce_in_forward(reduce) as results:
             out = model(input_ids=ids)
         assert out.logits.numel() == 0  # the full logits were never built
-        hidden, weight, bias = head.linear_inputs(captured[0])
-        loss = linear_cross_entropy(
-            hidden,
-            weight,
-            labels,
-            eps,
-            bias=bias,
-            softcap=head.softcap,
-            reduction="sum",
-            chunk_size=5,
-        )
+        loss = results[0]
     else:
         loss = smoothed_cross_entropy(model(input_ids=ids).logits, labels, eps, reduction="sum")
     loss.backward()
@@ -163,11 +166,12 @@ def test_unknown_logit_transform_is_detected():
     assert not ok and "transforms its logits" in reason
 
 
-def test_capture_restores_the_head():
+def test_reduce_in_forward_restores_the_head():
     model = _model("llama")
     head = find_output_head(model)
     ids = _batch()[0]
-    with head.capture():
+    with head.reduce_in_forward(lambda hidden, weight, bias: None) as results:
         assert model(input_ids=ids).logits.shape[-1] == 0
+    assert results == [None]
     assert model(input_ids=ids).logits.shape[-1] == VOCAB
     assert "forward" not in model.lm_head.__dict__
