@@ -84,10 +84,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from memory import CpuPeakMemory, CudaPeakMemory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # importable before the package is installed
 
@@ -182,86 +183,6 @@ def loss_function(method, materialized, chunk_size):
     }[method]
 
 
-class CpuPeakMemory:
-    """Peak RSS growth (bytes) of this process during a `with` block."""
-
-    def __init__(self):
-        self.mode = "VmHWM" if _can_reset_hwm() else "statm-sampling-1ms"
-        self.page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def __enter__(self):
-        self.peak = 0
-        if self.mode == "VmHWM":
-            _reset_hwm()
-            self.before = self.rss()
-        else:
-            self.before = self.rss()
-            self._stop = threading.Event()
-            self._max = self.before
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._max = max(self._max, self.rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        if self.mode == "VmHWM":
-            high = _read_hwm()
-        else:
-            self._stop.set()
-            self._thread.join()
-            high = max(self._max, self.rss())
-        self.peak = max(0, high - self.before)
-
-
-def _reset_hwm():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _read_hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _can_reset_hwm() -> bool:
-    try:
-        _reset_hwm()
-        _read_hwm()
-        return True
-    except OSError:
-        return False
-
-
-class CudaPeakMemory:
-    """Peak allocated CUDA memory (bytes) above what was allocated before the `with` block."""
-
-    mode = "cuda-max_memory_allocated"
-
-    def __init__(self, torch):
-        self.torch = torch
-
-    def __enter__(self):
-        self.torch.cuda.synchronize()
-        self.torch.cuda.reset_peak_memory_stats()
-        self.before = self.torch.cuda.memory_allocated()
-        return self
-
-    def __exit__(self, *exc):
-        self.torch.cuda.synchronize()
-        self.peak = self.torch.cuda.max_memory_allocated() - self.before
-
-
 def _cpu_seconds() -> float:
     """User + system CPU time of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -298,7 +219,7 @@ def run_worker(spec: dict) -> dict:
     clear_grads()
     sync()
 
-    meter_factory = (lambda: CudaPeakMemory(torch)) if cuda else CpuPeakMemory
+    meter_factory = CudaPeakMemory if cuda else CpuPeakMemory
     times, cpu_times, peaks, loss_value, mode = [], [], [], None, None
     started = time.perf_counter()
     while len(times) < spec["reps"]:
