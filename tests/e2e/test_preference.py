@@ -9,11 +9,13 @@ fails there. Every row is in every step (one micro-batch), so the batches are kn
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 import torch
 
+from axolotl_ual.toolkit import console_script
 from tests.reference import axolotl_tokenized, pointwise_preference_reference, read_jsonl
 from tests.support import DATA, LORA_ON_CPU, log_history, train, ual_config, write_config
 
@@ -38,7 +40,7 @@ def _models(tiny_model, checkpoint, *, adapter: bool):
     return policy, base
 
 
-def _run(tiny_model, tmp_path, rows, **overrides):
+def _run(tiny_model, tmp_path, rows, *, launcher=None, env=None, **overrides):
     data = tmp_path / "pointwise.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = ual_config(
@@ -51,7 +53,7 @@ def _run(tiny_model, tmp_path, rows, **overrides):
         ual_preference_beta=BETA,
         **overrides,
     )
-    records = train(write_config(tmp_path / "cfg.yml", cfg))
+    records = train(write_config(tmp_path / "cfg.yml", cfg), launcher=launcher, env=env)
     losses = [r["loss"] for r in log_history(tmp_path / "out") if "loss" in r]
     run = json.loads((tmp_path / "out" / "ual_run.json").read_text())
     return cfg, records, losses, run
@@ -127,3 +129,46 @@ def test_full_finetune_precomputed_reference_continuous_labels(
     _check_two_steps(
         tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter=False, continuous=True
     )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed"
+)
+def test_full_finetune_under_deepspeed_zero3(tiny_model, tiny_tokenizer, tmp_path):
+    """ZeRO-3 partitions every weight across 2 processes when the model loads: the reference
+    pass runs on both ranks together, and the loss inside the head's call, where its weight is
+    gathered. (On CPU accelerate does not split the data across DeepSpeed's ranks: both train
+    on every row, so the losses are one process's; the weights are partitioned all the same.)
+    """
+    rows = read_jsonl(SAMPLE_POINTWISE)
+    zero3 = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "zero_optimization": {
+            "stage": 3,
+            "stage3_param_persistence_threshold": 0,  # partition even the tiny model's weights
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        "zero_allow_untested_optimizer": True,
+    }
+    (tmp_path / "zero3.json").write_text(json.dumps(zero3))
+    launcher = [
+        console_script("accelerate"),
+        *("launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+        *("--mixed_precision", "no", "--dynamo_backend", "no", "-m", "axolotl.cli.train"),
+    ]
+    cfg, _, losses, run = _run(
+        tiny_model,
+        tmp_path,
+        rows,
+        launcher=launcher,
+        env={"DS_ACCELERATOR": "cpu"},
+        deepspeed=str(tmp_path / "zero3.json"),
+        learning_rate=0.002,
+        micro_batch_size=128,  # every row in the one micro-batch of each step
+    )
+    assert run["sharding"] == "deepspeed_zero3" and run["loss_path"] == "fused"
+    assert run["head_sharded_outside_forward"] is True
+    assert run["trainable_parameters"] > 100_000  # the whole tiny model, counted unpartitioned
+    assert list((tmp_path / "prepared").rglob("ual-reference-*")), "reference not cached"
+    _check_two_steps(tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter=False)
