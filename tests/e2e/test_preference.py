@@ -88,7 +88,7 @@ def _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, **kwargs
 
 
 def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_path):
-    rows = read_jsonl(SAMPLE_POINTWISE)
+    rows = read_jsonl(SAMPLE_POINTWISE)[:32]  # 16 positives, 16 negatives: one 4k-token pack
     cfg, records, losses, run = _run(
         tiny_model,
         tmp_path,
@@ -98,7 +98,7 @@ def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_
         learning_rate=0.02,
         micro_batch_size=1,
         sample_packing=True,
-        sequence_len=8192,  # all 108 rows in one pack: every step sees every row
+        sequence_len=4096,  # all 32 rows in one pack: every step sees every row
     )
     assert run["objective"] == "ulma" and run["reference"] == "the model with its adapters disabled"
     assert run["loss_path"] == "fused"
