@@ -1,6 +1,6 @@
 """Peak memory and forward+backward time of the UAL loss against materialized-logits losses.
 
-Five ways to get a (label-smoothed) cross entropy from the final hidden states `hidden` (T, d)
+Six ways to get a (label-smoothed) cross entropy from the final hidden states `hidden` (T, d)
 and the output projection `weight` (V, d):
 
   a  materialized logits + per-token smoothing: `logits = hidden @ weight.T`, then
@@ -14,6 +14,10 @@ and the output projection `weight` (V, d):
   d  ours: `axolotl_ual.loss.linear_cross_entropy(hidden, weight, labels, eps_t)`, fused and
      chunked, per-token eps
   e  ours with eps = 0
+  f  ours with Instruction Modelling's terms: `axolotl_ual.loss.linear_token_loss` with the
+     first 40% of the positions as instruction tokens at weight 0.5 and eps 0.05 (per-token
+     weights and smoothing, as the trainer runs them): the same pass as d with other
+     coefficients, so its memory and time should equal d's
 
 Inputs (seeded, identical for all methods): hidden (T, d) with requires_grad (it comes from the
 model), weight (V, d) frozen unless `--train-weight` (the LoRA / QLoRA case, where only the
@@ -98,6 +102,7 @@ METHODS = {
     "c": "F.cross_entropy, no smoothing",
     "d": "ours linear_cross_entropy, per-token eps",
     "e": "ours linear_cross_entropy, eps=0",
+    "f": "ours linear_token_loss, instruction tokens at their own weight and eps",
 }
 MATERIALIZED_METHODS = ("a", "b", "c")
 
@@ -174,12 +179,30 @@ def loss_function(method, materialized, chunk_size):
     def ours_no_eps(hidden, weight, labels, eps):
         return linear_cross_entropy(hidden, weight, labels, 0.0, chunk_size=chunk_size)
 
+    def ours_instruction_terms(hidden, weight, labels, eps):
+        import torch
+
+        from axolotl_ual.loss import TokenTerms, linear_token_loss
+
+        trained = labels != -100
+        # Instruction Modelling: the first 40% of the positions are instruction tokens, at
+        # weight 0.5 and smoothing 0.05; the rest responses with their per-token eps
+        instruction = trained & (
+            torch.arange(labels.shape[0], device=labels.device) < 0.4 * len(labels)
+        )
+        weights = torch.where(instruction, 0.5, 1.0) * trained
+        terms = TokenTerms.smoothed(
+            torch.where(instruction, 0.05, eps), weights, scale=1.0 / float(weights.sum())
+        )
+        return linear_token_loss(hidden, weight, labels, terms, chunk_size=chunk_size).loss
+
     return {
         "a": materialized_naive if materialized == "naive" else materialized_smoothed,
         "b": hf_label_smoother,
         "c": plain_cross_entropy,
         "d": ours,
         "e": ours_no_eps,
+        "f": ours_instruction_terms,
     }[method]
 
 
@@ -406,8 +429,11 @@ def render(results, args, configs) -> str:
     out.append("")
     out.append("Ratios (same run; time = wall-clock median, CPU = process CPU-time median)")
     out.append("")
-    out.append("| V | T | mem d/a | time d/a | time d/e | CPU d/a | CPU d/e | mem d/c | time d/c |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append(
+        "| V | T | mem d/a | time d/a | time d/e | CPU d/a | CPU d/e | mem d/c | time d/c "
+        "| mem f/d | CPU f/d |"
+    )
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for V, T in configs:
         cells = [
             ratio(results, V, T, "d", "a", "peak_bytes"),
@@ -417,6 +443,8 @@ def render(results, args, configs) -> str:
             ratio(results, V, T, "d", "e", "cpu_time"),
             ratio(results, V, T, "d", "c", "peak_bytes"),
             ratio(results, V, T, "d", "c", "time"),
+            ratio(results, V, T, "f", "d", "peak_bytes"),
+            ratio(results, V, T, "f", "d", "cpu_time"),
         ]
         out.append(
             f"| {V} | {T} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |"
@@ -522,7 +550,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--quick", action="store_true", help=f"only V={GOAL_POINT[0]}, T={GOAL_POINT[1]}"
     )
-    p.add_argument("--methods", default="abcde", help="subset of abcde (default all)")
+    p.add_argument("--methods", default="abcdef", help="subset of abcdef (default all)")
     p.add_argument(
         "--materialized",
         choices=("smoothed", "naive"),
