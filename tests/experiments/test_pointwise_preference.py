@@ -23,8 +23,9 @@ from experiments.pointwise_preference.evaluate import (
     scoring_rows,
     summarize,
 )
-from experiments.uncertainty_mixture.evaluate import OracleScorer, encode_rows
+from experiments.uncertainty_mixture.evaluate import encode_rows
 from experiments.uncertainty_mixture.tasks import LOOKUP_TABLE
+from tests.experiments.fakes import believing as fake_model
 
 PINNED_TEST_DIGEST = "f3e872dd61a40f7a"  # the held-out split and seed 0's training split
 
@@ -32,26 +33,6 @@ PINNED_TEST_DIGEST = "f3e872dd61a40f7a"  # the held-out split and seed 0's train
 @pytest.fixture(scope="module")
 def prompts() -> list[dict]:
     return data.test_prompts(dict.fromkeys(data.TASKS, 4))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """The experiment's tokenizer (the uncertainty mixture's) with a small random model."""
-    from axolotl_ual.tiny_model import build_tiny_model
-    from experiments.uncertainty_mixture.tasks import TASKS, make_split
-
-    corpus = [
-        m["content"] for r in make_split("tok", dict.fromkeys(TASKS, 40)) for m in r["messages"]
-    ]
-    corpus += [y for t in TASKS.values() for _, ys, _ in t.contents() for y in ys]
-    return build_tiny_model(tmp_path_factory.mktemp("m"), corpus, hidden_size=32, num_layers=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 # ---------------------------------------------------------------------- data
@@ -128,21 +109,15 @@ def test_kto_prompt_pairs_write_the_chat_template(tokenizer):
 # ---------------------------------------------------------------------- metrics
 
 
-def believing(tokenizer, prompts, belief) -> OracleScorer:
+def believing(tokenizer, prompts, belief):
     """A fake model giving each prompt's good and bad response the probabilities
     `belief(prompt) = (q_good, q_bad)`; the rest goes to a response that is neither."""
-    outside = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "zzz qqq"}],
-        tokenize=True,
-        return_dict=False,
+    beliefs = {p["prompt"]: belief(p) for p in prompts}
+    return fake_model(
+        tokenizer,
+        scoring_rows(prompts),
+        lambda r: dict(zip(r["responses"], beliefs[r["messages"][0]["content"]], strict=True)),
     )
-    table = {}
-    for p, enc in zip(prompts, encode_rows(tokenizer, scoring_rows(prompts)), strict=True):
-        q_good, q_bad = belief(p)
-        table[enc.prompt] = {enc.options[0]: q_good, enc.options[1]: q_bad}
-        if 1 - q_good - q_bad > 1e-12:
-            table[enc.prompt][tuple(outside[-4:-1])] = 1 - q_good - q_bad
-    return OracleScorer(table, len(tokenizer))
 
 
 def expected(tokenizer, prompts, belief) -> dict:
@@ -253,7 +228,8 @@ def test_arms_share_everything_but_their_objective(tmp_path):
     }
     per_arm = {"datasets", "output_dir", "dataset_prepared_path"}
     # the SFT path's keys (the plugin's, its chat template) against the KTO path's
-    paths = {"plugins", "chat_template", "remove_unused_columns", *prepare.ARMS["sft"].keys}
+    paths = {"plugins", "chat_template", "remove_unused_columns", "pad_to_multiple_of"}
+    paths |= set(prepare.ARMS["sft"].keys)
     for name, cfg in configs.items():
         assert cfg["seed"] == 2 and cfg["base_model"] == str(tmp_path / "base")
         for key, value in {**prepare.COMMON, **prepare.CPU}.items():
@@ -273,3 +249,5 @@ def test_arms_share_everything_but_their_objective(tmp_path):
     assert kto["datasets"][0]["type"] == "chatml.prompt_pairs"
     assert kto["remove_unused_columns"] is False
     assert configs["sft"]["datasets"][0]["type"] == "axolotl_ual.chat_template"
+    # batches of about the same width as KTO's (its longest row, 25-30 tokens), not 64
+    assert configs["ulma"]["pad_to_multiple_of"] == 8 and "pad_to_multiple_of" not in kto
