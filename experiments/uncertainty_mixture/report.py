@@ -12,6 +12,18 @@ import json
 import math
 from pathlib import Path
 
+from experiments.common import (
+    dig,
+    fmt,
+    group_by_arm,
+    markdown_table,
+    mean_std,
+    number,
+    paired_difference_rows,
+    save_figure,
+    write_results,
+)
+
 from . import prepare
 from .prepare import ARMS
 from .tasks import H_MAX, HIGH_TASKS, LOW_TASKS
@@ -35,33 +47,6 @@ CONTEXT = [
     ("train token NLL, high", ("train_token_nll", "high")),
     ("final train loss (as trained)", ("axolotl", "final_loss")),
 ]
-
-
-def dig(metrics: dict, path: tuple[str, ...]):
-    for key in path:
-        metrics = metrics[key]
-    return metrics
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def number(value: float, sign: str = "") -> str:
-    """3 decimals, and "0.000" rather than "-0.000" for a value that rounds to zero."""
-    return f"{round(value, 3) + 0.0:{sign}.3f}"
-
-
-def fmt(values: list[float], sign: str = "") -> str:
-    mean, std = mean_std(values)
-    return number(mean, sign) if math.isnan(std) else f"{number(mean, sign)} ± {number(std)}"
-
-
-def fmt_signed(values: list[float]) -> str:
-    return fmt(values, sign="+")
 
 
 # ---------------------------------------------------------------------- per-run extras
@@ -166,12 +151,7 @@ def settings(seeds, arms, max_steps, scale) -> dict:
 
 
 def by_arm(results: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for name in ARMS:
-        runs = sorted((r for r in results if r["arm"] == name), key=lambda r: r["seed"])
-        if runs:
-            grouped[name] = runs
-    return grouped
+    return group_by_arm(results, ARMS)
 
 
 def markdown(results: list[dict], oracle: dict) -> str:
@@ -180,10 +160,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
     lines = [f"Held-out test split; mean ± std over seeds {', '.join(map(str, seeds))}.", ""]
 
     def table(header: list[str], rows: list[list[str]]) -> None:
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        lines.extend("| " + " | ".join(row) + " |" for row in rows)
-        lines.append("")
+        lines.extend(markdown_table(header, rows))
 
     arrows = {"higher": "↑", "lower": "↓"}
     lines.append("**Main metrics**")
@@ -198,19 +175,9 @@ def markdown(results: list[dict], oracle: dict) -> str:
     if "sft" in groups and len(groups) > 1:
         lines.append("**Difference to SFT, paired by seed** (arm minus SFT)")
         lines.append("")
-        sft = {r["seed"]: r for r in groups["sft"]}
-        rows = []
-        for name, runs in groups.items():
-            if name == "sft":
-                continue
-            paired = [r for r in runs if r["seed"] in sft]
-            rows.append(
-                [ARMS[name].label]
-                + [
-                    fmt_signed([dig(r, path) - dig(sft[r["seed"]], path) for r in paired])
-                    for _, path, _ in MAIN
-                ]
-            )
+        rows = paired_difference_rows(
+            groups, "sft", [path for _, path, _ in MAIN], lambda name: ARMS[name].label
+        )
         table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
 
     lines.append("**Context**")
@@ -346,39 +313,18 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     )
     ax.set_title("KL(p‖q) per high-entropy task ↓", fontsize=10)
     ax.legend(fontsize=8)
-    seeds = sorted({r["seed"] for r in results})
-    fig.suptitle(
-        f"Uncertainty mixture: tiny Llama via `axolotl train`, seeds {seeds} "
-        "(bars: mean ± std, dots: seeds)",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path, "Uncertainty mixture: tiny Llama via `axolotl train`", results)
 
 
 # ---------------------------------------------------------------------- files
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 6)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
-
-
 def write(out: Path, results: list[dict], oracle: dict, settings_: dict) -> str:
     """results.md (the tables), results.json (every number) and results.png; returns the md."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(results, oracle)
-    (out / "results.md").write_text(text)
     runs = sorted(results, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
-    (out / "results.json").write_text(
-        json.dumps(_rounded({"settings": settings_, "oracle": oracle, "runs": runs}), indent=1)
-        + "\n"
+    return write_results(
+        out,
+        markdown(results, oracle),
+        {"settings": settings_, "oracle": oracle, "runs": runs},
+        lambda path: plot(path, results, oracle),
     )
-    plot(out / "results.png", results, oracle)
-    return text

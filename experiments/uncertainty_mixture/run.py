@@ -18,9 +18,7 @@ changes only the wall time.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +27,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from axolotl_ual.toolkit import console_script, offline_env, read_jsonl, write_jsonl
+from experiments import common
 
 from . import prepare, report
 from .prepare import ARMS, JUDGE, Arm
@@ -77,15 +76,7 @@ class Experiment:
     # ------------------------------------------------------------------ preparation
 
     def prepare(self) -> None:
-        if self.workdir.exists():
-            if not (self.workdir / MARKER).exists():
-                raise SystemExit(
-                    f"{self.workdir} exists and was not made by this experiment: "
-                    "pick another --workdir"
-                )
-            shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True)
-        (self.workdir / MARKER).write_text("made by experiments.uncertainty_mixture.run\n")
+        common.reset_workdir(self.workdir, MARKER, "experiments.uncertainty_mixture.run")
         prepare.build_base_model(self.base)
         test = prepare.test_rows(self._scaled(prepare.TEST_PER_TASK))
         write_jsonl(self.data / "test.jsonl", test)
@@ -221,43 +212,8 @@ class Experiment:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=HERE / "results",
-        help="where results.md, results.json and results.png go",
-    )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=HERE / "work",
-        help="data, configs, models and logs (emptied first)",
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="override the template's max_steps (changes the results)",
-    )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help=f"CI version: {SMOKE} (unless --seeds/--arms/--max-steps say otherwise)",
-    )
-    args = parser.parse_args(argv)
-    scale = 1.0
-    if args.smoke:
-        given = set(argv if argv is not None else sys.argv[1:])
-        args.seeds = args.seeds if "--seeds" in given else SMOKE["seeds"]
-        args.arms = args.arms if "--arms" in given else SMOKE["arms"]
-        args.max_steps = args.max_steps or SMOKE["max_steps"]
-        scale = SMOKE["per_task_scale"]
+    args = common.parser(__doc__, arms=list(ARMS), here=HERE, smoke=SMOKE).parse_args(argv)
+    scale = common.apply_smoke(args, argv, SMOKE)
 
     import torch
 
@@ -274,12 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     oracle = report.oracle_metrics(experiment.base, read_jsonl(experiment.data / "test.jsonl"))
     settings = report.settings(args.seeds, args.arms, args.max_steps, scale)
     table = report.write(args.out, results, oracle, settings)
-    elapsed = time.monotonic() - started
-    print(table)
-    print(
-        f"\nwrote {args.out}/results.md, results.json, results.png; "
-        f"elapsed {elapsed / 60:.1f} min ({elapsed:.0f} s)"
-    )
+    common.finish(args.out, table, started)
     return 0
 
 

@@ -19,50 +19,12 @@ from experiments.uncertainty_mixture.evaluate import (
 )
 from experiments.uncertainty_mixture.report import ranks, spearman
 from experiments.uncertainty_mixture.tasks import TASKS, make_split
+from tests.experiments.fakes import believing
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     return make_split("metric test", dict.fromkeys(TASKS, 3))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """The experiment's own tokenizer with a small random model (fast to build)."""
-    from axolotl_ual.tiny_model import build_tiny_model
-
-    corpus = [
-        m["content"] for r in make_split("tok", dict.fromkeys(TASKS, 40)) for m in r["messages"]
-    ]
-    corpus += [y for t in TASKS.values() for _, ys, _ in t.contents() for y in ys]
-    return build_tiny_model(tmp_path_factory.mktemp("m"), corpus, hidden_size=32, num_layers=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
-def believing(tokenizer, rows, belief) -> OracleScorer:
-    """A fake model whose response distribution for each row is `belief(row)`: {text: q}.
-
-    Probability left over (1 - sum q) goes to a response outside the row's support."""
-    table = {}
-    outside = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "zzz qqq"}],
-        tokenize=True,
-        return_dict=False,
-    )
-    for r, enc in zip(rows, encode_rows(tokenizer, rows), strict=True):
-        q = belief(r)
-        dist = {enc.options[enc.texts.index(y)]: p for y, p in q.items()}
-        rest = 1 - sum(q.values())
-        if rest > 1e-12:
-            dist[tuple(outside[-4:-1])] = rest  # some tokens ending with end-of-turn
-        table[enc.prompt] = dist
-    return OracleScorer(table, len(tokenizer))
 
 
 def test_the_truth_scores_ce_equal_to_entropy_and_zero_kl(tokenizer, rows):
