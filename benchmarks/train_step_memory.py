@@ -1,12 +1,19 @@
-"""Peak memory of real `axolotl train` steps with a 128k vocabulary: fused loss vs logits.
+"""Peak memory of real `axolotl train` steps with a 128k vocabulary: UAL's loss paths and plain SFT.
 
 Builds a small Llama whose output layer has V = 128256 rows (Llama 3's vocabulary; the
 tokenizer is the tiny local one, so only the output width is realistic), packs the bundled
-sample data into 4096-token sequences, and runs the same `axolotl train` twice with UAL:
-`ual_fused_loss: true` (the default: the logits are never built) and `false` (the model's
-own logits). Each run is a separate process; its peak resident memory is read by GNU time
-(`%M`, kilobytes), so it includes everything the process held: weights, activations,
-optimizer states and the loss. Printed side by side.
+sample data into 4096-token sequences, and runs the same `axolotl train` four times:
+
+  fused          UAL, `ual_fused_loss: true` (the default: the logits are never built)
+  fused + IM     the same with Instruction Modelling's terms: `train_on_inputs: true`,
+                 instruction tokens at weight 0.5 and their own smoothing 0.05
+  logits         UAL, `ual_fused_loss: false` (the model's own logits)
+  plain SFT      axolotl without the plugin (`type: chat_template`): its own loss, no smoothing
+
+Each run is a separate process; its peak resident memory is read by GNU time (`%M`,
+kilobytes), so it includes everything the process held: weights, activations, optimizer states
+and the loss. Printed side by side. The first losses differ by design (UAL smooths, plain SFT
+does not; IM trains the instruction tokens too).
 
     python benchmarks/train_step_memory.py                 # LoRA, 2 steps, T=4096, d=256
     python benchmarks/train_step_memory.py --full          # full fine-tuning (lm_head trained too)
@@ -62,12 +69,29 @@ def write_data(path: Path, copies: int) -> None:
     path.write_text("\n".join(rows * copies) + "\n")
 
 
-def config(model: Path, data: Path, workdir: Path, *, fused: bool, args) -> Path:
+# what each arm adds to the common config
+ARMS = {
+    "fused": {"plugins": ["axolotl_ual.UALPlugin"], "ual_fused_loss": True},
+    "fused + IM": {
+        "plugins": ["axolotl_ual.UALPlugin"],
+        "ual_fused_loss": True,
+        "train_on_inputs": True,
+        "ual_instruction_weight": 0.5,
+        "ual_instruction_smoothing": 0.05,
+    },
+    "logits": {"plugins": ["axolotl_ual.UALPlugin"], "ual_fused_loss": False},
+    "plain SFT": {},
+}
+
+
+def config(model: Path, data: Path, workdir: Path, *, arm: str, args) -> Path:
+    ual = "plugins" in ARMS[arm]
     cfg = {
         "base_model": str(model),
-        "plugins": ["axolotl_ual.UALPlugin"],
-        "ual_fused_loss": fused,
-        "datasets": [{"path": str(data), "type": "axolotl_ual.chat_template"}],
+        **ARMS[arm],
+        "datasets": [
+            {"path": str(data), "type": "axolotl_ual.chat_template" if ual else "chat_template"}
+        ],
         "chat_template": "tokenizer_default",
         "sequence_len": args.seq_len,
         "sample_packing": True,
@@ -77,7 +101,11 @@ def config(model: Path, data: Path, workdir: Path, *, fused: bool, args) -> Path
         "learning_rate": 1e-4,
         "optimizer": "adamw_torch",
         "logging_steps": 1,
-        "save_strategy": "no",
+        # one checkpoint at the end: its trainer_state.json has the losses at full precision
+        # (the console shows 4 digits)
+        "save_strategy": "steps",
+        "save_steps": args.steps,
+        "save_only_model": True,
         "output_dir": str(workdir / "out"),
         "dataset_prepared_path": str(workdir / "prepared"),
         "bf16": "auto" if args.gpu else False,
@@ -85,6 +113,7 @@ def config(model: Path, data: Path, workdir: Path, *, fused: bool, args) -> Path
         "tf32": False,
         "attn_implementation": "sdpa",
         "dataset_num_proc": 1,
+        "seed": 0,
     }
     if not args.full:
         cfg.update(
@@ -121,16 +150,21 @@ def run(cfg: Path, gpu: bool) -> dict:
         sys.exit(f"axolotl train failed:\n{result.stdout[-4000:]}")
     peak_kb = int(result.stdout.rsplit("PEAK_RSS_KB=", 1)[1].split()[0])
     logs = [r for r in logged_metrics(result.stdout) if "loss" in r]
-    record = json.loads((cfg.parent / "out" / "ual_run.json").read_text())
+    record = cfg.parent / "out" / "ual_run.json"  # written by the plugin only
     out = {
         "peak_rss_gib": peak_kb / 2**20,
         "seconds": elapsed,
-        "loss": logs[0]["loss"],
-        "loss_path": record["loss_path"],
+        "loss": first_loss(cfg.parent / "out"),
+        "loss_path": json.loads(record.read_text())["loss_path"] if record.exists() else "axolotl",
     }
     if gpu:
         out["cuda_max_allocated_gib"] = max(r.get("memory/max_allocated (GiB)", 0) for r in logs)
     return out
+
+
+def first_loss(output_dir: Path) -> float:
+    (state,) = output_dir.glob("checkpoint-*/trainer_state.json")
+    return next(r["loss"] for r in json.loads(state.read_text())["log_history"] if "loss" in r)
 
 
 def main() -> None:
@@ -151,13 +185,11 @@ def main() -> None:
         build_model(workdir / "model", args.vocab, args.hidden, args.layers)
         write_data(workdir / "data.jsonl", copies=8)  # enough rows for a few full 4096-token packs
         results = {}
-        for fused in (True, False):
-            arm = workdir / ("fused" if fused else "logits")
-            arm.mkdir()
-            results[fused] = run(
-                config(workdir / "model", workdir / "data.jsonl", arm, fused=fused, args=args),
-                args.gpu,
-            )
+        for number, arm in enumerate(ARMS):
+            folder = workdir / f"arm{number}"
+            folder.mkdir()
+            cfg = config(workdir / "model", workdir / "data.jsonl", folder, arm=arm, args=args)
+            results[arm] = run(cfg, args.gpu)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -166,19 +198,21 @@ def main() -> None:
         f"axolotl train, {mode}, V={args.vocab}, d={args.hidden}, {args.layers} layers, "
         f"T={args.seq_len} (packed), {args.steps} steps, {'GPU' if args.gpu else 'CPU'}"
     )
-    print(
-        f"{'loss path':<10} {'peak RSS GiB':>13} {'CUDA peak GiB':>14} {'first loss':>11} {'wall s':>7}"
-    )
-    for fused in (True, False):
-        r = results[fused]
+    print("| arm | loss path | peak RSS GiB | CUDA peak GiB | first loss | wall s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for arm, r in results.items():
         cuda = f"{r['cuda_max_allocated_gib']:.2f}" if "cuda_max_allocated_gib" in r else "-"
         print(
-            f"{r['loss_path']:<10} {r['peak_rss_gib']:>13.2f} {cuda:>14} {r['loss']:>11.4f} {r['seconds']:>7.1f}"
+            f"| {arm} | {r['loss_path']} | {r['peak_rss_gib']:.2f} | {cuda} | {r['loss']:.6f} "
+            f"| {r['seconds']:.1f} |"
         )
-    saved = results[False]["peak_rss_gib"] - results[True]["peak_rss_gib"]
+    fused, logits = results["fused"]["peak_rss_gib"], results["logits"]["peak_rss_gib"]
     print(
-        f"fused saves {saved:.2f} GiB of peak memory ({saved / results[False]['peak_rss_gib']:.0%}); "
-        f"the fp32 logits of one sequence alone are {args.seq_len * args.vocab * 4 / 2**30:.2f} GiB"
+        f"fused saves {logits - fused:.2f} GiB of peak memory ({(logits - fused) / logits:.0%}) "
+        f"against the logits path and {results['plain SFT']['peak_rss_gib'] - fused:.2f} GiB "
+        f"against plain SFT; the instruction terms add "
+        f"{results['fused + IM']['peak_rss_gib'] - fused:+.2f} GiB; the fp32 logits of one "
+        f"sequence alone are {args.seq_len * args.vocab * 4 / 2**30:.2f} GiB"
     )
 
 
