@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from axolotl_ual.toolkit import OFFLINE
 from tests.support import SAMPLE_ALPACA, SAMPLE_CHAT, plain_axolotl, run_losses
 
-# Offline and untracked, in this process too (axolotl reports telemetry unless told not to).
-os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# Offline and untracked, in this process too (axolotl reports telemetry unless told not to),
+# and so in what it starts: `axolotl-ual phases` hands its `axolotl train` runs this environment.
+for name, value in {**OFFLINE, "TRL_EXPERIMENTAL_SILENCE": "1"}.items():
+    os.environ.setdefault(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ import yaml
 from ..demo import logged_metrics
 from ..elicit.io import atomic_path
 from ..errors import DataError, ExitCode, UsageError
-from ..toolkit import console_script, offline_env
+from ..toolkit import child_env, console_script
 from . import checkpoints as ckpt
 from .configs import phase_config
 from .data import DataPlanner, PhaseData
@@ -284,7 +284,7 @@ class Runner:
                 process = subprocess.Popen(
                     argv,
                     cwd=config.parent,
-                    env=offline_env(),
+                    env=child_env(),  # the user's: hub access, W&B, telemetry as they set them
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
