@@ -6,6 +6,7 @@ Helpers (configs, subprocess runners, sample paths) are in `tests/support.py`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,18 @@ def tiny_tokenizer(tiny_model):
 
 
 @pytest.fixture(scope="session")
-def plain_sft_losses(tiny_model, tmp_path_factory) -> list[float]:
+def losses_of(tiny_model, tmp_path_factory) -> Callable[..., list[float]]:
+    """`losses_of(name, **overrides)`: the losses of a 3-step `axolotl train` of the tiny model
+    with `ual_config(**overrides)`, in a fresh folder named after `name` (`run_losses`)."""
+
+    def run(name: str, **overrides) -> list[float]:
+        return run_losses(tiny_model, tmp_path_factory.mktemp(name), **overrides)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def plain_sft_losses(losses_of) -> list[float]:
     """Plain axolotl SFT (no plugin) on the sample data, 3 steps: what several end-to-end
     tests compare against."""
-    return run_losses(tiny_model, tmp_path_factory.mktemp("plain_sft"), **plain_axolotl())
+    return losses_of("plain_sft", **plain_axolotl())
