@@ -22,7 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .compat import CCE_PLUGIN, LOSS_REPLACING_KEYS, cut_cross_entropy_enabled
+from .compat import (
+    CCE_PLUGIN,
+    LOSS_REPLACING_KEYS,
+    RESPONSE_ROLE_NAMES,
+    cut_cross_entropy_enabled,
+)
 from .errors import UsageError
 
 PLUGIN_PATH = "axolotl_ual.UALPlugin"
@@ -31,8 +36,6 @@ KEY_PREFIX = "ual_"
 DATA, TRAINING = "data", "training"
 SAMPLE_SMOOTHING = "sample"  # ual_instruction_smoothing: use the sample's own epsilon
 INSTRUCTION_KEYS = ("ual_instruction_weight", "ual_instruction_smoothing")
-# chat_template role names that are the response after axolotl's default role mapping
-RESPONSE_ROLES = ("assistant", "gpt")
 
 
 class UncertaintySource(StrEnum):
@@ -296,7 +299,7 @@ def _check_instruction_tokens_can_be_trained(data: dict) -> None:
         per_turn = _entry_value(ds, "message_field_training") or _entry_value(
             ds, "message_field_training_detail"
         )
-        if per_turn or any(role not in RESPONSE_ROLES for role in roles):
+        if per_turn or any(role not in RESPONSE_ROLE_NAMES for role in roles):
             return  # trains non-assistant turns (or decides per turn, which only the data knows)
     raise UsageError(
         f"{' and '.join(given)} set, but no instruction token is trained: the loss covers the "
@@ -330,6 +333,12 @@ def _keys_of_stage(stage: str) -> tuple[str, ...]:
 
 DATA_KEYS = _keys_of_stage(DATA)
 TRAINING_KEYS = _keys_of_stage(TRAINING)
+# Every key at its default: where code outside this module reads a default (function
+# signatures included), so that each default is written once, above.
+DEFAULTS = UALArgs()
+# What the plugin hands axolotl (`get_input_args`, `get_training_args_mixin`), also read by
+# `axolotl-ual phases` to know the plugin's keys without importing the plugin (and torch).
+UAL_ARGS_PATH = f"{__name__}.{UALArgs.__name__}"
 
 
 def _plain(value: Any) -> Any:
@@ -355,6 +364,7 @@ UALTrainingArgsMixin = make_dataclass(
 )
 UALTrainingArgsMixin.__module__ = __name__
 UALTrainingArgsMixin.__doc__ = "The training-stage `ual_*` keys, with `UALArgs`'s defaults."
+UAL_TRAINING_ARGS_MIXIN_PATH = f"{__name__}.{UALTrainingArgsMixin.__name__}"
 
 
 def data_settings(cfg: Any) -> UALArgs:

@@ -51,6 +51,9 @@ def strategy_init_args(inner) -> tuple:
 
 
 RESPONSE_ROLE = "assistant"  # axolotl's chat_template role names after its `roles` mapping
+# The names a config's `roles_to_train` may give the response by, before that mapping: the
+# ones chat_template's default `roles` (0.19-0.21) send to RESPONSE_ROLE.
+RESPONSE_ROLE_NAMES = (RESPONSE_ROLE, "gpt")
 
 
 def trains_instructions(inner) -> bool:

@@ -280,12 +280,18 @@ class DemoSetup:
         return [float(r[field]) for r in self.rows if isinstance(r.get(field), int | float)]
 
     def epsilon_rule(self) -> str:
+        from .args import EpsilonMapping, UncertaintySource
+
         ual = self.ual
         low, high = ual.ual_smoothing_min, ual.ual_smoothing_max
-        if ual.ual_uncertainty_source.value == "constant":
+        if ual.ual_uncertainty_source == UncertaintySource.constant:
             return f"eps = {high:g} for every row (ual_uncertainty_source: constant)"
         kind = ual.ual_mapping.value
-        of_u = {"linear": "u", "power": f"u^{ual.ual_mapping_power:g}", "rank": "rank(u)"}
+        of_u = {
+            EpsilonMapping.linear: "u",
+            EpsilonMapping.power: f"u^{ual.ual_mapping_power:g}",
+            EpsilonMapping.rank: "rank(u)",
+        }
         scaled = f"{high - low:g} * {of_u.get(kind, f'{kind}(u)')}"
         rule = scaled if low == 0 else f"{low:g} + {scaled}"
         return f"eps = {rule} per row ({kind} from {low:g} at u=0 to {high:g} at u=1)"

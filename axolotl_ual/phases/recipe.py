@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..args import PLUGIN_PATH
+from ..args import PLUGIN_PATH, UAL_ARGS_PATH
 from ..errors import UsageError
 from .configs import ADAPTERS, BEST, eval_settings_problem, has_eval_split
 
@@ -67,8 +67,8 @@ PATH_KEYS = (
 )
 DATASET_KEYS = ("datasets", "test_datasets")
 DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".csv", ".arrow", ".txt")
-# plugins whose config keys are known without importing them
-KNOWN_PLUGIN_ARGS = {PLUGIN_PATH: "axolotl_ual.args.UALArgs"}
+# plugins whose config keys are known without importing them (what their get_input_args says)
+KNOWN_PLUGIN_ARGS = {PLUGIN_PATH: UAL_ARGS_PATH}
 
 
 # --------------------------------------------------------------------------- schema
