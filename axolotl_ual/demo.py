@@ -11,12 +11,10 @@ of the run (`<workdir>/ual_demo.png`).
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from . import compat
 from .toolkit import console_script, offline_env, read_jsonl
 
 LOG_NAME = "train.log"
@@ -141,37 +140,12 @@ def stream(
 # --------------------------------------------------------------------------- reading the output
 
 
-def logged_metrics(log_text: str) -> list[dict]:
-    """The metric dicts HF Trainer prints, e.g. {'loss': '6.2', 'ual_epsilon_mean': '0.1'}."""
-    records = []
-    for line in log_text.replace("\r", "\n").splitlines():
-        start = line.find("{'")
-        if start < 0 or not line.rstrip().endswith("}"):
-            continue
-        try:
-            record = ast.literal_eval(line[start:].strip())
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(record, dict):
-            records.append({k: _number(v) for k, v in record.items()})
-    return records
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-_TOTAL_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
-_UAL_LOG = re.compile(r"\] \[(?:INFO|WARNING|ERROR)\] \[axolotl_ual[\w.]*\] (.+)$")
 # axolotl's log lines that mark where it is; a line axolotl stops printing only loses its message
-_PHASES = (
-    ("Loading raw datasets", "axolotl: tokenizing the rows (each token gets its row's u)"),
-    ("Loading prepared dataset from disk", "axolotl: reusing the rows tokenized by a former run"),
-    ("Starting trainer", "axolotl: model loaded; training"),
-    ("Training completed", "axolotl: training done; saving the model"),
+_MARKERS = (
+    (compat.LOADING_RAW_DATA, "axolotl: tokenizing the rows (each token gets its row's u)"),
+    (compat.LOADING_PREPARED_DATA, "axolotl: reusing the rows tokenized by a former run"),
+    (compat.TRAINING_STARTS, "axolotl: model loaded; training"),
+    (compat.TRAINING_DONE, "axolotl: training done; saving the model"),
 )
 
 
@@ -195,14 +169,14 @@ class Progress:
     def feed(self, line: str) -> list[str]:
         messages = []
         for part in line.replace("\r", "\n").split("\n"):
-            if found := _TOTAL_STEPS.search(part):
+            if found := compat.TOTAL_STEPS.search(part):
                 self.total_steps = int(found[1])
                 messages.append(f"axolotl: {self.total_steps} optimizer steps")
-            elif found := _UAL_LOG.search(part):
+            elif found := compat.PLUGIN_LOG.search(part):
                 messages.append(found[1].strip())
             else:
-                messages.extend(text for marker, text in _PHASES if marker in part)
-        for record in logged_metrics(line):
+                messages.extend(text for marker, text in _MARKERS if marker in part)
+        for record in compat.logged_metrics(line):
             if "loss" in record:
                 self.train.append(record)
                 record["step"] = self.step

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from axolotl_ual import demo
+from axolotl_ual.compat import logged_metrics
 from axolotl_ual.demo import DemoSetup, Progress, bucket_ranges, parameter_count, stream
 from axolotl_ual.demo_plot import plot_run
 from axolotl_ual.toolkit import DATA, REPO, offline_env
@@ -111,7 +112,7 @@ def test_progress_reports_each_line_as_it_arrives():
 def test_progress_matches_logged_metrics_on_the_whole_log():
     """Line by line gives the records `logged_metrics` reads from the whole text at once."""
     progress, _ = fed()
-    whole = demo.logged_metrics("".join(CANNED))
+    whole = logged_metrics("".join(CANNED))
     strip = [{k: v for k, v in r.items() if k != "step"} for r in progress.train + progress.evals]
     assert sorted(map(repr, strip)) == sorted(
         repr(r) for r in whole if "loss" in r or "eval_loss" in r

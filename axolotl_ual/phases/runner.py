@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from ..demo import logged_metrics
+from ..compat import PROGRESS_BAR, logged_metrics
 from ..elicit.io import atomic_path
 from ..errors import DataError, ExitCode, UsageError
 from ..toolkit import child_env, console_script
@@ -41,7 +41,6 @@ from .recipe import PhasePlan, Recipe, load_recipe
 
 GRACE_SECONDS = 60  # after Ctrl-C, how long `axolotl train` may take to stop before SIGKILL
 PROGRESS_SECONDS = 20  # how often the console repeats axolotl's progress bar
-BAR = re.compile(r"(\d+)/(\d+) \[")
 SHOWN = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "ual_epsilon_mean")
 
 
@@ -422,7 +421,7 @@ class LogFollower:
             return
         if self.verbose:
             self.console.say(piece)
-        if BAR.search(piece):
+        if PROGRESS_BAR.search(piece):
             self.bar = piece
             return
         for record in logged_metrics(piece):
