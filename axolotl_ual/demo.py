@@ -6,6 +6,10 @@ the real `axolotl train` there. axolotl's own output goes to `<workdir>/train.lo
 arrives; the console gets what is being trained, a line per logged training step and per
 evaluation (read from the metric dicts the Hugging Face Trainer prints), a summary, and a plot
 of the run (`<workdir>/ual_demo.png`).
+
+The work folder is new, empty, or one the demo made: it replaces config.yml, sample_chat.jsonl,
+train.log and ual_demo.png there, so (the rule of `elicit/output_paths.py`) a folder holding
+anything else is refused, each of those files recognised by its contents.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import compat
+from .errors import ExitCode, UsageError
 from .toolkit import console_script, offline_env, read_jsonl
 
+CONFIG_NAME = "config.yml"
+SAMPLE_NAME = "sample_chat.jsonl"
 LOG_NAME = "train.log"
 PLOT_NAME = "ual_demo.png"
 TAIL_CHARS = 4000
+# The first line of the bundled config (`data/tiny_cpu_demo.yml`), which the demo copies into
+# its folder: how a folder the demo made is recognised. Keep it, or old folders are refused.
+CONFIG_HEADER = "# UAL on a tiny model, on CPU: what `axolotl-ual demo` runs."
+LOG_HEADER = "==== "  # + time + "axolotl-ual demo: ...", the first line `run` writes
 
 
 def register(commands) -> None:
@@ -53,9 +64,9 @@ def prepare_workdir(workdir: Path, output: IO[bytes] | None = None) -> Path:
     """
     data = resources.files("axolotl_ual") / "data"
     workdir.mkdir(parents=True, exist_ok=True)
-    sample = workdir / "sample_chat.jsonl"
+    sample = workdir / SAMPLE_NAME
     sample.write_text(data.joinpath("sample_chat.jsonl").read_text(encoding="utf-8"))
-    config = workdir / "config.yml"
+    config = workdir / CONFIG_NAME
     config.write_text(data.joinpath("tiny_cpu_demo.yml").read_text(encoding="utf-8"))
     model_dir = workdir / "tiny-model"
     if not (model_dir / "config.json").exists():
@@ -73,6 +84,11 @@ def run(args) -> int:
         print(f"[{time.monotonic() - started:4.0f}s] {message}", flush=True)
 
     workdir = Path(args.workdir).resolve()
+    try:
+        check_workdir(workdir)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / LOG_NAME
     command = ["axolotl", "train", "config.yml", "--launcher", "python"]
@@ -99,7 +115,7 @@ def run(args) -> int:
             )
         except KeyboardInterrupt:
             print(f"\ninterrupted; the log so far: {log_path}", file=sys.stderr)
-            return 130
+            return ExitCode.INTERRUPTED
         _log_header(log, f"exit status {code}")
     if code != 0:
         print(_tail(log_path), file=sys.stderr)
@@ -135,6 +151,68 @@ def stream(
             log.flush()
             on_line(raw.decode("utf-8", errors="replace"))
     return process.returncode
+
+
+# --------------------------------------------------------------------------- the work folder
+
+
+def check_workdir(workdir: Path) -> None:
+    """Raise `UsageError` unless `workdir` is absent, empty, or a folder the demo made whose
+    files it replaces are each what it writes there."""
+    if not workdir.exists():
+        return
+    if not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: is a file: name a new folder")
+    if not any(workdir.iterdir()):
+        return
+    if not _first_line(workdir / CONFIG_NAME).startswith(CONFIG_HEADER):
+        raise UsageError(
+            f"--workdir {workdir}: is not empty and not a folder `axolotl-ual demo` made (no "
+            f"demo {CONFIG_NAME} in it), and the demo writes {CONFIG_NAME}, {SAMPLE_NAME}, "
+            f"{LOG_NAME} and {PLOT_NAME} there: name a new or empty folder, or an earlier demo's"
+        )
+    for name, problem in ((SAMPLE_NAME, _not_sample), (LOG_NAME, _not_log), (PLOT_NAME, _not_png)):
+        path = workdir / name
+        why = None
+        if path.is_dir():
+            why = "a folder"
+        elif path.exists() and path.stat().st_size:  # an empty file holds nothing to lose
+            why = problem(path)
+        if why:
+            raise UsageError(
+                f"--workdir {workdir}: {path} is not the {name} the demo writes ({why}) and "
+                "would be replaced: move it, or name another folder"
+            )
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline(1 << 20)
+    except OSError:  # absent, a folder, unreadable: not ours
+        return ""
+
+
+def _not_sample(path: Path) -> str | None:
+    try:
+        row = json.loads(_first_line(path))
+    except ValueError:
+        return "its first line is not JSON"
+    ok = isinstance(row, dict) and {"messages", "uncertainty"} <= set(row)
+    return None if ok else "its first row is not a scored chat row"
+
+
+def _not_log(path: Path) -> str | None:
+    line = _first_line(path)
+    ok = line.startswith(LOG_HEADER) and "axolotl-ual demo:" in line
+    return None if ok else "it does not start as the demo's log"
+
+
+def _not_png(path: Path) -> str | None:
+    from .elicit.output_paths import PNG_SIGNATURE
+
+    with open(path, "rb") as handle:
+        return None if handle.read(8) == PNG_SIGNATURE else "no PNG signature"
 
 
 # --------------------------------------------------------------------------- reading the output
