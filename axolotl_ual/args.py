@@ -208,11 +208,11 @@ class UALArgs(BaseModel):
         if not isinstance(data, dict):
             return data
         check_unknown_keys(data)
-        _check_preference_keys(data)
+        _check_preference_keys(data, _set_keys(data, PREFERENCE_KEYS))
         if "datasets" in data:  # axolotl's merged schema: `data` is the whole config
             _check_datasets(data)
             _check_single_loss(data)
-            _check_instruction_tokens_can_be_trained(data)
+            _check_instruction_tokens_can_be_trained(data, _set_keys(data, INSTRUCTION_KEYS))
         return data
 
 
@@ -252,9 +252,31 @@ def _set_keys(data: dict, keys) -> list[str]:
     ]
 
 
-def _check_preference_keys(data: dict) -> None:
+def check_written_keys(raw: dict) -> None:
+    """The keys that apply only with others, checked on what the user wrote: the plugin's
+    `register` hook gets the config before axolotl fills in the defaults. The validator sees
+    configs with every default filled in, so it can only tell values that differ from the
+    default; here an explicit default that cannot apply (`ual_instruction_weight: 1.0` with no
+    trained instruction token, `ual_preference_beta: 0.1` with `ual_objective: sft`) is refused
+    by name like any other value.
+
+    A config that holds every `ual_*` key with a default was validated already (axolotl's Ray
+    workers run `register` again on the driver's validated config): what was written cannot be
+    told there, and the validator has checked what it can.
+    """
+    defaulted = [k for k, f in UALArgs.model_fields.items() if f.get_default() is not None]
+    if all(raw.get(key) is not None for key in defaulted):
+        return
+
+    def written(keys) -> list[str]:
+        return [key for key in keys if raw.get(key) is not None]
+
+    _check_preference_keys(raw, written(PREFERENCE_KEYS))
+    _check_instruction_tokens_can_be_trained(raw, written(INSTRUCTION_KEYS))
+
+
+def _check_preference_keys(data: dict, given: list[str]) -> None:
     objective = data.get("ual_objective") or Objective.sft
-    given = _set_keys(data, PREFERENCE_KEYS)
     if given and str(objective) == Objective.sft:
         raise UsageError(
             f"{', '.join(given)} only apply to the point-wise preference objectives: set "
@@ -289,9 +311,8 @@ def _check_datasets(data: dict) -> None:
         )
 
 
-def _check_instruction_tokens_can_be_trained(data: dict) -> None:
-    """The instruction keys do nothing unless some instruction token is trained."""
-    given = _set_keys(data, INSTRUCTION_KEYS)
+def _check_instruction_tokens_can_be_trained(data: dict, given: list[str]) -> None:
+    """The instruction keys (`given`) do nothing unless some instruction token is trained."""
     if not given or data.get("train_on_inputs"):
         return
     for _, ds in _dataset_entries(data):
