@@ -22,7 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .compat import CCE_PLUGIN, LOSS_REPLACING_KEYS, cut_cross_entropy_enabled
+from .compat import (
+    CCE_PLUGIN,
+    LOSS_REPLACING_KEYS,
+    RESPONSE_ROLE_NAMES,
+    cut_cross_entropy_enabled,
+)
 from .errors import UsageError
 
 PLUGIN_PATH = "axolotl_ual.UALPlugin"
@@ -31,8 +36,6 @@ KEY_PREFIX = "ual_"
 DATA, TRAINING = "data", "training"
 SAMPLE_SMOOTHING = "sample"  # ual_instruction_smoothing: use the sample's own epsilon
 INSTRUCTION_KEYS = ("ual_instruction_weight", "ual_instruction_smoothing")
-# chat_template role names that are the response after axolotl's default role mapping
-RESPONSE_ROLES = ("assistant", "gpt")
 
 
 class UncertaintySource(StrEnum):
@@ -205,11 +208,11 @@ class UALArgs(BaseModel):
         if not isinstance(data, dict):
             return data
         check_unknown_keys(data)
-        _check_preference_keys(data)
+        _check_preference_keys(data, _set_keys(data, PREFERENCE_KEYS))
         if "datasets" in data:  # axolotl's merged schema: `data` is the whole config
             _check_datasets(data)
             _check_single_loss(data)
-            _check_instruction_tokens_can_be_trained(data)
+            _check_instruction_tokens_can_be_trained(data, _set_keys(data, INSTRUCTION_KEYS))
         return data
 
 
@@ -249,9 +252,31 @@ def _set_keys(data: dict, keys) -> list[str]:
     ]
 
 
-def _check_preference_keys(data: dict) -> None:
+def check_written_keys(raw: dict) -> None:
+    """The keys that apply only with others, checked on what the user wrote: the plugin's
+    `register` hook gets the config before axolotl fills in the defaults. The validator sees
+    configs with every default filled in, so it can only tell values that differ from the
+    default; here an explicit default that cannot apply (`ual_instruction_weight: 1.0` with no
+    trained instruction token, `ual_preference_beta: 0.1` with `ual_objective: sft`) is refused
+    by name like any other value.
+
+    A config that holds every `ual_*` key with a default was validated already (axolotl's Ray
+    workers run `register` again on the driver's validated config): what was written cannot be
+    told there, and the validator has checked what it can.
+    """
+    defaulted = [k for k, f in UALArgs.model_fields.items() if f.get_default() is not None]
+    if all(raw.get(key) is not None for key in defaulted):
+        return
+
+    def written(keys) -> list[str]:
+        return [key for key in keys if raw.get(key) is not None]
+
+    _check_preference_keys(raw, written(PREFERENCE_KEYS))
+    _check_instruction_tokens_can_be_trained(raw, written(INSTRUCTION_KEYS))
+
+
+def _check_preference_keys(data: dict, given: list[str]) -> None:
     objective = data.get("ual_objective") or Objective.sft
-    given = _set_keys(data, PREFERENCE_KEYS)
     if given and str(objective) == Objective.sft:
         raise UsageError(
             f"{', '.join(given)} only apply to the point-wise preference objectives: set "
@@ -286,9 +311,8 @@ def _check_datasets(data: dict) -> None:
         )
 
 
-def _check_instruction_tokens_can_be_trained(data: dict) -> None:
-    """The instruction keys do nothing unless some instruction token is trained."""
-    given = _set_keys(data, INSTRUCTION_KEYS)
+def _check_instruction_tokens_can_be_trained(data: dict, given: list[str]) -> None:
+    """The instruction keys (`given`) do nothing unless some instruction token is trained."""
     if not given or data.get("train_on_inputs"):
         return
     for _, ds in _dataset_entries(data):
@@ -296,7 +320,7 @@ def _check_instruction_tokens_can_be_trained(data: dict) -> None:
         per_turn = _entry_value(ds, "message_field_training") or _entry_value(
             ds, "message_field_training_detail"
         )
-        if per_turn or any(role not in RESPONSE_ROLES for role in roles):
+        if per_turn or any(role not in RESPONSE_ROLE_NAMES for role in roles):
             return  # trains non-assistant turns (or decides per turn, which only the data knows)
     raise UsageError(
         f"{' and '.join(given)} set, but no instruction token is trained: the loss covers the "
@@ -330,6 +354,12 @@ def _keys_of_stage(stage: str) -> tuple[str, ...]:
 
 DATA_KEYS = _keys_of_stage(DATA)
 TRAINING_KEYS = _keys_of_stage(TRAINING)
+# Every key at its default: where code outside this module reads a default (function
+# signatures included), so that each default is written once, above.
+DEFAULTS = UALArgs()
+# What the plugin hands axolotl (`get_input_args`, `get_training_args_mixin`), also read by
+# `axolotl-ual phases` to know the plugin's keys without importing the plugin (and torch).
+UAL_ARGS_PATH = f"{__name__}.{UALArgs.__name__}"
 
 
 def _plain(value: Any) -> Any:
@@ -355,6 +385,7 @@ UALTrainingArgsMixin = make_dataclass(
 )
 UALTrainingArgsMixin.__module__ = __name__
 UALTrainingArgsMixin.__doc__ = "The training-stage `ual_*` keys, with `UALArgs`'s defaults."
+UAL_TRAINING_ARGS_MIXIN_PATH = f"{__name__}.{UALTrainingArgsMixin.__name__}"
 
 
 def data_settings(cfg: Any) -> UALArgs:

@@ -1,5 +1,11 @@
 """Every place axolotl-ual depends on axolotl's or Hugging Face's internals, with the versions it
-is known for, and the workarounds for their gaps.
+is known for, and the workarounds for their gaps: config keys and the config schema, strategy
+attributes, the collator choice, private Trainer methods, DeepSpeed, the environment, and the
+text `axolotl train` prints.
+
+What is not here is the plugin API itself, imported where it is used: the classes a plugin
+builds on (`BasePlugin`, `AxolotlTrainer`, the prompt strategies, prompters and collators it
+wraps) and `get_logger`.
 
 Known for axolotl 0.19 (transformers 5.16) and 0.21 (transformers 5.20), the two versions CI
 tests. A new axolotl version is supported by checking each function here against it (the
@@ -10,8 +16,10 @@ it `axolotl-ual inspect`) works without it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import re
 from typing import Any
 
 # --- config keys ----------------------------------------------------------------------------
@@ -41,6 +49,24 @@ def non_sft_setting(cfg: Any) -> str | None:
     return next((f"{key}: {cfg.get(key)}" for key in NON_SFT_KEYS if cfg.get(key)), None)
 
 
+def config_schema() -> type:
+    """axolotl's config schema, a pydantic model whose fields (and aliases) are the top-level
+    YAML keys: `axolotl.utils.schemas.config.AxolotlInputConfig` (0.19-0.21)."""
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    return AxolotlInputConfig
+
+
+def plugin_input_args(dotted: str) -> str | None:
+    """The dotted path of the config model of the plugin named `dotted` in `plugins:`, as
+    axolotl's plugin API gives it (`BasePlugin.get_input_args()` on an instance, 0.19-0.21).
+    Imports the plugin."""
+    import importlib
+
+    module_name, _, class_name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)().get_input_args()
+
+
 # --- dataset strategies ---------------------------------------------------------------------
 
 
@@ -51,6 +77,9 @@ def strategy_init_args(inner) -> tuple:
 
 
 RESPONSE_ROLE = "assistant"  # axolotl's chat_template role names after its `roles` mapping
+# The names a config's `roles_to_train` may give the response by, before that mapping: the
+# ones chat_template's default `roles` (0.19-0.21) send to RESPONSE_ROLE.
+RESPONSE_ROLE_NAMES = (RESPONSE_ROLE, "gpt")
 
 
 def trains_instructions(inner) -> bool:
@@ -184,6 +213,51 @@ def gathered_for_each_call(model):
             handle.remove()
         for gathered in open_gathers.values():  # a forward that raised
             gathered.__exit__(None, None, None)
+
+
+# --- what `axolotl train` prints -------------------------------------------------------------
+# Read by `axolotl-ual demo` and `axolotl-ual phases` to show progress, and by the tests. Seen
+# in axolotl 0.19 / transformers 5.16 output; the metric dicts and the step count are checked
+# on 0.21 / 5.20 too (tests/e2e/test_train_setups.py::test_demo_command, CI's second leg). A
+# line that stops matching loses a progress message, never a result.
+
+# axolotl's "Maximum number of steps set at N" (`utils/data/sft.py`) once the data is ready.
+TOTAL_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
+# axolotl's console log format, "[time] [LEVEL] [logger] message" (`logging_config.py`): our
+# own plugin's INFO / WARNING / ERROR lines, the message in group 1.
+PLUGIN_LOG = re.compile(r"\] \[(?:INFO|WARNING|ERROR)\] \[axolotl_ual[\w.]*\] (.+)$")
+# axolotl's messages that mark where a run is (data loading, `train.py`).
+LOADING_RAW_DATA = "Loading raw datasets"
+LOADING_PREPARED_DATA = "Loading prepared dataset from disk"
+TRAINING_STARTS = "Starting trainer"
+TRAINING_DONE = "Training completed"
+# The Trainer's tqdm progress bar, "  33%|###       | 1/3 [00:06<00:10,  1.70s/it]".
+PROGRESS_BAR = re.compile(r"(\d+)/(\d+) \[")
+
+
+def logged_metrics(log_text: str) -> list[dict]:
+    """The metric dicts the Hugging Face Trainer prints to the console, e.g. {'loss': '6.2',
+    'ual_epsilon_mean': '0.1'} (values as strings since transformers 5; read as floats where
+    they are numbers), in order, from any text holding such lines."""
+    records = []
+    for line in log_text.replace("\r", "\n").splitlines():
+        start = line.find("{'")
+        if start < 0 or not line.rstrip().endswith("}"):
+            continue
+        try:
+            record = ast.literal_eval(line[start:].strip())
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(record, dict):
+            records.append({k: _number(v) for k, v in record.items()})
+    return records
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 # --- offline runs ---------------------------------------------------------------------------

@@ -6,17 +6,19 @@ the real `axolotl train` there. axolotl's own output goes to `<workdir>/train.lo
 arrives; the console gets what is being trained, a line per logged training step and per
 evaluation (read from the metric dicts the Hugging Face Trainer prints), a summary, and a plot
 of the run (`<workdir>/ual_demo.png`).
+
+The work folder is new, empty, or one the demo made: it replaces config.yml, sample_chat.jsonl,
+train.log and ual_demo.png there, so (the rule of `elicit/output_paths.py`) a folder holding
+anything else is refused, each of those files recognised by its contents.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,11 +28,19 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from . import compat
+from .errors import ExitCode, UsageError
 from .toolkit import console_script, offline_env, read_jsonl
 
+CONFIG_NAME = "config.yml"
+SAMPLE_NAME = "sample_chat.jsonl"
 LOG_NAME = "train.log"
 PLOT_NAME = "ual_demo.png"
 TAIL_CHARS = 4000
+# The first line of the bundled config (`data/tiny_cpu_demo.yml`), which the demo copies into
+# its folder: how a folder the demo made is recognised. Keep it, or old folders are refused.
+CONFIG_HEADER = "# UAL on a tiny model, on CPU: what `axolotl-ual demo` runs."
+LOG_HEADER = "==== "  # + time + "axolotl-ual demo: ...", the first line `run` writes
 
 
 def register(commands) -> None:
@@ -54,9 +64,9 @@ def prepare_workdir(workdir: Path, output: IO[bytes] | None = None) -> Path:
     """
     data = resources.files("axolotl_ual") / "data"
     workdir.mkdir(parents=True, exist_ok=True)
-    sample = workdir / "sample_chat.jsonl"
+    sample = workdir / SAMPLE_NAME
     sample.write_text(data.joinpath("sample_chat.jsonl").read_text(encoding="utf-8"))
-    config = workdir / "config.yml"
+    config = workdir / CONFIG_NAME
     config.write_text(data.joinpath("tiny_cpu_demo.yml").read_text(encoding="utf-8"))
     model_dir = workdir / "tiny-model"
     if not (model_dir / "config.json").exists():
@@ -74,6 +84,11 @@ def run(args) -> int:
         print(f"[{time.monotonic() - started:4.0f}s] {message}", flush=True)
 
     workdir = Path(args.workdir).resolve()
+    try:
+        check_workdir(workdir)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / LOG_NAME
     command = ["axolotl", "train", "config.yml", "--launcher", "python"]
@@ -100,7 +115,7 @@ def run(args) -> int:
             )
         except KeyboardInterrupt:
             print(f"\ninterrupted; the log so far: {log_path}", file=sys.stderr)
-            return 130
+            return ExitCode.INTERRUPTED
         _log_header(log, f"exit status {code}")
     if code != 0:
         print(_tail(log_path), file=sys.stderr)
@@ -138,40 +153,77 @@ def stream(
     return process.returncode
 
 
+# --------------------------------------------------------------------------- the work folder
+
+
+def check_workdir(workdir: Path) -> None:
+    """Raise `UsageError` unless `workdir` is absent, empty, or a folder the demo made whose
+    files it replaces are each what it writes there."""
+    if not workdir.exists():
+        return
+    if not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: is a file: name a new folder")
+    if not any(workdir.iterdir()):
+        return
+    if not _first_line(workdir / CONFIG_NAME).startswith(CONFIG_HEADER):
+        raise UsageError(
+            f"--workdir {workdir}: is not empty and not a folder `axolotl-ual demo` made (no "
+            f"demo {CONFIG_NAME} in it), and the demo writes {CONFIG_NAME}, {SAMPLE_NAME}, "
+            f"{LOG_NAME} and {PLOT_NAME} there: name a new or empty folder, or an earlier demo's"
+        )
+    for name, problem in ((SAMPLE_NAME, _not_sample), (LOG_NAME, _not_log), (PLOT_NAME, _not_png)):
+        path = workdir / name
+        why = None
+        if path.is_dir():
+            why = "a folder"
+        elif path.exists() and path.stat().st_size:  # an empty file holds nothing to lose
+            why = problem(path)
+        if why:
+            raise UsageError(
+                f"--workdir {workdir}: {path} is not the {name} the demo writes ({why}) and "
+                "would be replaced: move it, or name another folder"
+            )
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline(1 << 20)
+    except OSError:  # absent, a folder, unreadable: not ours
+        return ""
+
+
+def _not_sample(path: Path) -> str | None:
+    try:
+        row = json.loads(_first_line(path))
+    except ValueError:
+        return "its first line is not JSON"
+    ok = isinstance(row, dict) and {"messages", "uncertainty"} <= set(row)
+    return None if ok else "its first row is not a scored chat row"
+
+
+def _not_log(path: Path) -> str | None:
+    line = _first_line(path)
+    ok = line.startswith(LOG_HEADER) and "axolotl-ual demo:" in line
+    return None if ok else "it does not start as the demo's log"
+
+
+def _not_png(path: Path) -> str | None:
+    from .elicit.output_paths import PNG_SIGNATURE
+
+    with open(path, "rb") as handle:
+        return None if handle.read(8) == PNG_SIGNATURE else "no PNG signature"
+
+
 # --------------------------------------------------------------------------- reading the output
 
 
-def logged_metrics(log_text: str) -> list[dict]:
-    """The metric dicts HF Trainer prints, e.g. {'loss': '6.2', 'ual_epsilon_mean': '0.1'}."""
-    records = []
-    for line in log_text.replace("\r", "\n").splitlines():
-        start = line.find("{'")
-        if start < 0 or not line.rstrip().endswith("}"):
-            continue
-        try:
-            record = ast.literal_eval(line[start:].strip())
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(record, dict):
-            records.append({k: _number(v) for k, v in record.items()})
-    return records
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-_TOTAL_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
-_UAL_LOG = re.compile(r"\] \[(?:INFO|WARNING|ERROR)\] \[axolotl_ual[\w.]*\] (.+)$")
 # axolotl's log lines that mark where it is; a line axolotl stops printing only loses its message
-_PHASES = (
-    ("Loading raw datasets", "axolotl: tokenizing the rows (each token gets its row's u)"),
-    ("Loading prepared dataset from disk", "axolotl: reusing the rows tokenized by a former run"),
-    ("Starting trainer", "axolotl: model loaded; training"),
-    ("Training completed", "axolotl: training done; saving the model"),
+_MARKERS = (
+    (compat.LOADING_RAW_DATA, "axolotl: tokenizing the rows (each token gets its row's u)"),
+    (compat.LOADING_PREPARED_DATA, "axolotl: reusing the rows tokenized by a former run"),
+    (compat.TRAINING_STARTS, "axolotl: model loaded; training"),
+    (compat.TRAINING_DONE, "axolotl: training done; saving the model"),
 )
 
 
@@ -195,14 +247,14 @@ class Progress:
     def feed(self, line: str) -> list[str]:
         messages = []
         for part in line.replace("\r", "\n").split("\n"):
-            if found := _TOTAL_STEPS.search(part):
+            if found := compat.TOTAL_STEPS.search(part):
                 self.total_steps = int(found[1])
                 messages.append(f"axolotl: {self.total_steps} optimizer steps")
-            elif found := _UAL_LOG.search(part):
+            elif found := compat.PLUGIN_LOG.search(part):
                 messages.append(found[1].strip())
             else:
-                messages.extend(text for marker, text in _PHASES if marker in part)
-        for record in logged_metrics(line):
+                messages.extend(text for marker, text in _MARKERS if marker in part)
+        for record in compat.logged_metrics(line):
             if "loss" in record:
                 self.train.append(record)
                 record["step"] = self.step
@@ -280,12 +332,18 @@ class DemoSetup:
         return [float(r[field]) for r in self.rows if isinstance(r.get(field), int | float)]
 
     def epsilon_rule(self) -> str:
+        from .args import EpsilonMapping, UncertaintySource
+
         ual = self.ual
         low, high = ual.ual_smoothing_min, ual.ual_smoothing_max
-        if ual.ual_uncertainty_source.value == "constant":
+        if ual.ual_uncertainty_source == UncertaintySource.constant:
             return f"eps = {high:g} for every row (ual_uncertainty_source: constant)"
         kind = ual.ual_mapping.value
-        of_u = {"linear": "u", "power": f"u^{ual.ual_mapping_power:g}", "rank": "rank(u)"}
+        of_u = {
+            EpsilonMapping.linear: "u",
+            EpsilonMapping.power: f"u^{ual.ual_mapping_power:g}",
+            EpsilonMapping.rank: "rank(u)",
+        }
         scaled = f"{high - low:g} * {of_u.get(kind, f'{kind}(u)')}"
         rule = scaled if low == 0 else f"{low:g} + {scaled}"
         return f"eps = {rule} per row ({kind} from {low:g} at u=0 to {high:g} at u=1)"

@@ -14,6 +14,7 @@ of the config; `BackendError` is a `RuntimeError`. No imports beyond the standar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -41,3 +42,10 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or unreadable input: nothing was sent or written
     STOPPED = 3  # the backend stopped the run (bad key, unknown model, server down)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM, after writing what was finished
+
+
+def exit_status_help(meanings: Mapping[ExitCode, str]) -> str:
+    """The "Exit status:" lines of a command's --help, one per code it uses."""
+    return "Exit status:\n" + "".join(
+        f"  {int(code):<4} {meaning}\n" for code, meaning in meanings.items()
+    )

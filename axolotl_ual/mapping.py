@@ -12,7 +12,8 @@ with F one of:
   Values between two training values are interpolated linearly.
 - ``constant``: eps = eps_max for every token (plain label smoothing, the fixed baseline).
 
-Pure torch: no axolotl imports, usable on its own.
+The kinds are `args.EpsilonMapping`'s members and `constant` (`UncertaintySource.constant`);
+the defaults are `UALArgs`'s. Pure torch: no axolotl imports, usable on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 
 import torch
 
-MAPPINGS = ("linear", "power", "rank", "constant")
+from .args import DEFAULTS, EpsilonMapping, UncertaintySource
+
+CONSTANT = UncertaintySource.constant.value  # a source, which is its own mapping
+MAPPINGS = (*(kind.value for kind in EpsilonMapping), CONSTANT)
 
 
 def epsilon_mapping(
@@ -34,10 +38,10 @@ def epsilon_mapping(
     `ual_uncertainty_source: constant` is plain label smoothing at `ual_smoothing_max`. The
     rank mapping calls `reference()` for the training samples' uncertainties.
     """
-    source = str(settings.ual_uncertainty_source)
-    kind = "constant" if source == "constant" else str(settings.ual_mapping)
+    constant = settings.ual_uncertainty_source == UncertaintySource.constant
+    kind = CONSTANT if constant else settings.ual_mapping
     values = None
-    if kind == "rank":
+    if kind == EpsilonMapping.rank:
         if reference is None:
             raise ValueError("the rank mapping needs the training samples' uncertainties")
         values = reference()
@@ -55,18 +59,19 @@ class UncertaintyToEpsilon:
 
     def __init__(
         self,
-        kind: str = "linear",
-        eps_min: float = 0.0,
-        eps_max: float = 0.2,
+        kind: str = DEFAULTS.ual_mapping,
+        eps_min: float = DEFAULTS.ual_smoothing_min,
+        eps_max: float = DEFAULTS.ual_smoothing_max,
         *,
-        power: float = 1.0,
+        power: float = DEFAULTS.ual_mapping_power,
         reference: Sequence[float] | torch.Tensor | None = None,
     ):
         if kind not in MAPPINGS:
             raise ValueError(f"unknown mapping {kind!r}; expected one of {MAPPINGS}")
+        kind = str(kind)  # an enum member or its value: the value, as the repr shows it
         if not 0.0 <= eps_min <= eps_max < 1.0:
             raise ValueError(f"need 0 <= eps_min <= eps_max < 1, got {eps_min}, {eps_max}")
-        if kind == "power" and not power > 0:
+        if kind == EpsilonMapping.power and not power > 0:
             raise ValueError(f"power mapping needs power > 0, got {power}")
         self.kind = kind
         self.eps_min = float(eps_min)
@@ -74,7 +79,7 @@ class UncertaintyToEpsilon:
         self.power = float(power)
         self._knots: torch.Tensor | None = None
         self._quantiles: torch.Tensor | None = None
-        if kind == "rank":
+        if kind == EpsilonMapping.rank:
             if reference is None or len(reference) == 0:
                 raise ValueError("the rank mapping needs the training samples' uncertainties")
             # uncertainties reach the trainer as float32: rank the float32 values, so that a
@@ -85,20 +90,22 @@ class UncertaintyToEpsilon:
     def quantile(self, uncertainty: torch.Tensor) -> torch.Tensor:
         """F(u) in [0, 1]."""
         u = uncertainty.to(torch.float64)
-        if self.kind == "linear":
+        if self.kind == EpsilonMapping.linear:
             return u
-        if self.kind == "power":
+        if self.kind == EpsilonMapping.power:
             return u.pow(self.power)
-        if self.kind == "constant":
+        if self.kind == CONSTANT:
             return torch.ones_like(u)
-        return _interp(u, self._knots.to(u.device), self._quantiles.to(u.device))
+        if self.kind == EpsilonMapping.rank:
+            return _interp(u, self._knots.to(u.device), self._quantiles.to(u.device))
+        raise AssertionError(f"the mapping {self.kind!r} has no F(u) here")
 
     def __call__(self, uncertainty: torch.Tensor) -> torch.Tensor:
         f = self.quantile(uncertainty)
         return (self.eps_min + (self.eps_max - self.eps_min) * f).to(torch.float32)
 
     def __repr__(self) -> str:
-        extra = f", power={self.power}" if self.kind == "power" else ""
+        extra = f", power={self.power}" if self.kind == EpsilonMapping.power else ""
         return f"UncertaintyToEpsilon({self.kind!r}, {self.eps_min}, {self.eps_max}{extra})"
 
 

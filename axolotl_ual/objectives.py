@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .args import DEFAULTS, Objective, PreferenceLabels
 from .columns import BATCH_COLUMNS, INSTRUCTION, PREFERENCE, REFERENCE, SEGMENT, UNCERTAINTY
 from .loss import TokenTerms
 
@@ -82,15 +83,15 @@ def _shift(values: torch.Tensor, pad) -> torch.Tensor:
 class SmoothedSFT:
     """Per-sample label smoothing (UAL) with instruction tokens at their own weight / smoothing."""
 
-    name = "sft"
+    name = Objective.sft
     needs_reference = False
 
     def __init__(
         self,
         epsilon_of: Callable[[torch.Tensor], torch.Tensor],
         *,
-        instruction_weight: float = 1.0,
-        instruction_smoothing: float | None = None,
+        instruction_weight: float = DEFAULTS.ual_instruction_weight,
+        instruction_smoothing: float | None = None,  # None: the sample's own (`sample`)
     ):
         self.epsilon_of = epsilon_of
         self.instruction_weight = float(instruction_weight)
@@ -137,6 +138,9 @@ class Sequences:
         return sums / self.count.clamp(min=1).to(sums.dtype)
 
 
+PREFERENCE_OBJECTIVES = (Objective.ulma, Objective.pointwise_dpo)
+
+
 class PointwisePreference:
     """ULMA / point-wise DPO: one term per sequence, normalized by the number of sequences."""
 
@@ -146,16 +150,16 @@ class PointwisePreference:
         self,
         epsilon_of: Callable[[torch.Tensor], torch.Tensor],
         *,
-        variant: str = "ulma",
-        continuous: bool = False,
-        beta: float = 0.1,
-        constant: float = 0.0,
-        instruction_weight: float = 1.0,
-        instruction_smoothing: float | None = None,
+        variant: str = Objective.ulma,
+        continuous: bool = DEFAULTS.ual_preference_labels == PreferenceLabels.continuous,
+        beta: float = DEFAULTS.ual_preference_beta,
+        constant: float = DEFAULTS.ual_preference_constant,
+        instruction_weight: float = DEFAULTS.ual_instruction_weight,
+        instruction_smoothing: float | None = None,  # None: the sample's own (`sample`)
     ):
-        if variant not in ("ulma", "pointwise_dpo"):
+        if variant not in PREFERENCE_OBJECTIVES:
             raise ValueError(f"unknown point-wise preference variant {variant!r}")
-        self.name = variant
+        self.name = Objective(variant)
         self.sft = SmoothedSFT(
             epsilon_of,
             instruction_weight=instruction_weight,
@@ -186,7 +190,7 @@ class PointwisePreference:
         sequences = self.sequences(batch)
         positive = self._positive(sequences)
         nll_weight = uniform_weight = None
-        if self.name == "ulma":  # positives: the sequence's weighted mean smoothed CE
+        if self.name == Objective.ulma:  # positives: the sequence's weighted mean smoothed CE
             weights = self.sft.weights(batch)
             segment = torch.where(batch.trained, batch.column(SEGMENT), -1)
             in_positive = (segment >= 0) & positive[segment.clamp(min=0)]
@@ -217,7 +221,7 @@ class PointwisePreference:
         else:
             negative = sequences.present & (label == 0.0)
             rest = torch.where(negative, -F.logsigmoid(-margin), zero)
-        if self.name == "pointwise_dpo":
+        if self.name == Objective.pointwise_dpo:
             rest = rest + torch.where(positive, -F.logsigmoid(margin), zero)
         return rest
 

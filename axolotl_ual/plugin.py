@@ -11,7 +11,12 @@ from axolotl.integrations.base import BasePlugin
 from axolotl.utils.logging import get_logger
 
 from . import error_display
-from .args import training_args_from_cfg
+from .args import (
+    UAL_ARGS_PATH,
+    UAL_TRAINING_ARGS_MIXIN_PATH,
+    check_written_keys,
+    training_args_from_cfg,
+)
 from .compat import (
     non_sft_setting,
     place_cpu_ranks_on_cpu,
@@ -28,13 +33,14 @@ class UALPlugin(BasePlugin):
     """Uncertainty-Aware Learning: label smoothing whose strength follows each sample's uncertainty."""
 
     def get_input_args(self) -> str:
-        return "axolotl_ual.args.UALArgs"
+        return UAL_ARGS_PATH
 
     def get_training_args_mixin(self) -> str:
-        return "axolotl_ual.args.UALTrainingArgsMixin"
+        return UAL_TRAINING_ARGS_MIXIN_PATH
 
     def register(self, cfg: dict):
         error_display.install()
+        check_written_keys(cfg)  # the raw config: the keys the user wrote, before defaults
         skip_cuda_peer_check_without_gpus()
         if telemetry_would_hang_offline():
             LOG.warning(

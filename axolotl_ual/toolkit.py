@@ -3,7 +3,8 @@
 - `REPO`: the source checkout this package was installed from (`pip install -e .`), where the
   tests, benchmarks and experiments live.
 - `read_jsonl` / `write_jsonl`: rows as JSON Lines.
-- `offline_env`: the environment for an `axolotl` subprocess that must never reach the network.
+- `child_env`: the environment for a subprocess of ours (the user's, with the right executables
+  and this checkout's code); `offline_env`: the same for one that must never reach the network.
 - `console_script`: the `axolotl` / `axolotl-ual` / `accelerate` executable beside this
   interpreter.
 
@@ -42,30 +43,43 @@ def console_script(name: str) -> str:
     return str(beside) if beside.exists() else shutil.which(name) or str(beside)
 
 
-def offline_env(**overrides: str) -> dict[str, str]:
-    """This process's environment for an `axolotl` subprocess that must never reach the network.
+# Hub and datasets offline, no telemetry (axolotl's would hang at exit offline), no W&B.
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_MODE": "disabled",
+}
 
-    Hub and datasets offline (tiny local models only), no telemetry (axolotl's would hang at exit
-    offline), no W&B; `overrides` win. This interpreter's scripts folder comes first on PATH:
-    `axolotl train` re-launches itself through `accelerate`, which must be the one installed
-    beside it even in a venv that was never activated. Run from a source checkout, the
-    subprocess imports this same checkout of `axolotl_ual` (not another one the environment has
-    installed in editable mode).
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """This process's environment for a subprocess of ours (`axolotl train`, `axolotl-ual`),
+    changed only so that it runs the right executables and code; `overrides` win.
+
+    This interpreter's scripts folder comes first on PATH: `axolotl train` re-launches itself
+    through `accelerate`, which must be the one installed beside it even in a venv that was
+    never activated. Run from a source checkout, the subprocess imports this same checkout of
+    `axolotl_ual` (not another one the environment has installed in editable mode). Everything
+    else is the user's: hub access, W&B, telemetry (a user's real run downloads its model and
+    logs where they said).
     """
     env = dict(os.environ)
     scripts = str(Path(sys.executable).parent)
     if REPO.name != "site-packages":
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.update(
-        PATH=os.pathsep.join([scripts, env.get("PATH", "")]),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-        WANDB_MODE="disabled",
-    )
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     env.update(overrides)
     return env
+
+
+def offline_env(**overrides: str) -> dict[str, str]:
+    """`child_env` for an `axolotl` subprocess that must never reach the network (the demo, the
+    tests, benchmarks and experiments, all on tiny local models).
+
+    `OFFLINE` on top of it; `overrides` win.
+    """
+    return child_env(**{**OFFLINE, **overrides})
 
 
 def judge_client_env(**overrides: str) -> dict[str, str]:

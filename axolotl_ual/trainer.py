@@ -79,7 +79,7 @@ def build_objective(args: Any, train_dataset: Any) -> SmoothedSFT | PointwisePre
         return SmoothedSFT(mapping, **instructions)
     return PointwisePreference(
         mapping,
-        variant=str(args.ual_objective),
+        variant=args.ual_objective,
         continuous=args.ual_preference_labels == PreferenceLabels.continuous,
         beta=args.ual_preference_beta,
         constant=args.ual_preference_constant,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_ual.demo import logged_metrics
+from axolotl_ual.compat import logged_metrics
 from axolotl_ual.tiny_model import build_tiny_tokenizer, corpus_from_jsonl
 from axolotl_ual.toolkit import DATA
 

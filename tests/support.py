@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from axolotl_ual.demo import logged_metrics
+from axolotl_ual.compat import logged_metrics
 from axolotl_ual.toolkit import DATA, REPO, console_script, offline_env
 
 __all__ = ["REPO"]

@@ -112,8 +112,16 @@ def test_defaults_and_values_reach_the_trainer(tiny_model):
             r"number in \[0, 1\) or 'sample'",
         ),
         ({"ual_instruction_weight": -1.0, "train_on_inputs": True}, "ual_instruction_weight"),
+        # an explicit default that cannot apply is refused too (seen in the raw config)
+        ({"ual_instruction_weight": 1.0}, "ual_instruction_weight set, but no instruction token"),
+        ({"ual_instruction_smoothing": "sample"}, "ual_instruction_smoothing set, but no"),
         # point-wise preference keys
         ({"ual_preference_beta": 0.5}, "ual_preference_beta only apply to the point-wise"),
+        ({"ual_preference_beta": 0.1}, "ual_preference_beta only apply to the point-wise"),
+        (
+            {"ual_objective": "sft", "ual_preference_field": "label", "ual_preference_constant": 0},
+            "ual_preference_field, ual_preference_constant only apply to the point-wise",
+        ),
         ({"ual_objective": "kto"}, "ual_objective"),
         ({"ual_objective": "ulma", "ual_preference_beta": 0.0}, "ual_preference_beta"),
         ({"ual_objective": "ulma", "ual_preference_labels": "stars"}, "ual_preference_labels"),
@@ -140,6 +148,21 @@ def test_instruction_keys_where_instruction_tokens_are_trained(tiny_model, overr
     args = training_args_from_cfg(cfg)
     assert args["ual_instruction_weight"] == 0.3 and args["ual_instruction_smoothing"] == 0.0
     assert training_args_from_cfg(validate(tiny_model))["ual_instruction_smoothing"] == "sample"
+
+
+def test_explicit_defaults_where_they_apply(tiny_model):
+    validate(tiny_model, ual_instruction_weight=1.0, train_on_inputs=True)
+    validate(tiny_model, ual_objective="ulma", ual_preference_beta=0.1, ual_preference_constant=0)
+
+
+def test_register_on_a_validated_config_passes(tiny_model):
+    """axolotl's Ray workers run `register` again on the driver's validated config, which holds
+    every key with its default: that is not the user writing them."""
+    from axolotl_ual.plugin import UALPlugin
+
+    cfg = validate(tiny_model)
+    assert cfg.ual_preference_beta == 0.1 and cfg.ual_instruction_weight == 1.0
+    UALPlugin().register(cfg)
 
 
 def test_a_validated_config_validates_again(tiny_model):

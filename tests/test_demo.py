@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from axolotl_ual import demo
+from axolotl_ual.compat import logged_metrics
 from axolotl_ual.demo import DemoSetup, Progress, bucket_ranges, parameter_count, stream
 from axolotl_ual.demo_plot import plot_run
 from axolotl_ual.toolkit import DATA, REPO, offline_env
@@ -111,7 +112,7 @@ def test_progress_reports_each_line_as_it_arrives():
 def test_progress_matches_logged_metrics_on_the_whole_log():
     """Line by line gives the records `logged_metrics` reads from the whole text at once."""
     progress, _ = fed()
-    whole = demo.logged_metrics("".join(CANNED))
+    whole = logged_metrics("".join(CANNED))
     strip = [{k: v for k, v in r.items() if k != "step"} for r in progress.train + progress.evals]
     assert sorted(map(repr, strip)) == sorted(
         repr(r) for r in whole if "loss" in r or "eval_loss" in r
@@ -251,6 +252,44 @@ def test_demo_run_with_a_stand_in_axolotl(tmp_path, monkeypatch, capsys):
     assert (workdir / "ual_demo.png").read_bytes().startswith(PNG_MAGIC)
     log = (workdir / "train.log").read_bytes()
     assert "".join(CANNED).encode() in log  # axolotl's output, byte for byte
+
+
+def test_a_rerun_in_the_same_demo_folder_works(tmp_path, monkeypatch, capsys):
+    """The README's second run in the same folder: the demo's own files are replaced."""
+    workdir = demo_workdir(tmp_path)
+    monkeypatch.setattr(demo, "console_script", lambda name: str(fake_axolotl(tmp_path, CANNED, 0)))
+    for _ in range(2):
+        assert demo.run(Namespace(workdir=str(workdir), max_steps=None)) == 0
+    assert "UAL demo finished in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "mine",
+    [
+        {"notes.txt": b"my notes"},  # a folder of the user's
+        {"config.yml": b"base_model: my/model\n"},  # another config.yml
+        {"config.yml": None, "train.log": b"my own training log\n"},  # a demo folder, but...
+        {"config.yml": None, "ual_demo.png": b"not a png"},
+        {"config.yml": None, "sample_chat.jsonl": b'{"text": "my data"}\n'},
+    ],
+    ids=["other-folder", "other-config", "other-log", "other-png", "other-data"],
+)
+def test_a_folder_the_demo_did_not_make_is_refused_untouched(tmp_path, monkeypatch, capsys, mine):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    demo_config = (DATA / "tiny_cpu_demo.yml").read_bytes()
+    for name, content in mine.items():
+        (workdir / name).write_bytes(demo_config if content is None else content)
+    before = {p: p.read_bytes() for p in workdir.iterdir()}
+    monkeypatch.setattr(demo, "console_script", lambda name: pytest.fail("axolotl was started"))
+    assert demo.run(Namespace(workdir=str(workdir), max_steps=None)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --workdir {workdir}: ") and "\n" not in err
+    assert {p: p.read_bytes() for p in workdir.iterdir()} == before
+
+
+def test_the_bundled_config_is_recognised_as_the_demos():
+    assert (DATA / "tiny_cpu_demo.yml").read_text().startswith(demo.CONFIG_HEADER)
 
 
 def test_demo_failure_shows_the_log_tail_and_returns_axolotl_status(tmp_path, monkeypatch, capsys):

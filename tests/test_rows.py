@@ -10,7 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from axolotl_ual.rows import CHAT, content_fields, sample_key
+from axolotl_ual.rows import (
+    CHAT,
+    InvalidLabel,
+    InvalidUncertainty,
+    content_fields,
+    parse_preference,
+    parse_uncertainty,
+    sample_key,
+)
 from axolotl_ual.uncertainty import UncertaintyDataError, UncertaintySettings, resolve_uncertainties
 
 FIELDS = content_fields(CHAT)
@@ -107,3 +115,24 @@ def test_text_among_numbers_is_still_an_error_naming_the_row(tmp_path):
     )
     with pytest.raises(UncertaintyDataError, match=r"row 1: 'high' is not a number"):
         _resolve_file(path)
+
+
+# The README's key table (ual_missing_uncertainty) and its point-wise preference section.
+ACCEPTED = {0.5: 0.5, 1: 1.0, 0: 0.0, "0.5": 0.5, " 1e-1 ": 0.1, "1": 1.0}
+REFUSED = ["high", "", "nan", float("nan"), True, False, [0.5], 1.5, -0.1, "inf", "2"]
+
+
+def test_what_counts_as_a_value_is_what_the_readme_says():
+    for value, expected in ACCEPTED.items():
+        assert parse_uncertainty(value) == expected
+        assert parse_preference(value, binary=False) == expected
+    assert parse_uncertainty(None) is None  # missing: ual_missing_uncertainty decides
+    for value in REFUSED:
+        with pytest.raises(InvalidUncertainty):
+            parse_uncertainty(value)
+    labels = [(True, 1.0), (False, 0.0), ("1", 1.0), ("0", 0.0), ("1.0", 1.0), (1, 1.0), (0, 0.0)]
+    for value, expected in labels:
+        assert parse_preference(value, binary=True) == expected
+    for value in [None, "good", "", float("nan"), 1.5, "0.5", 0.5, [1]]:
+        with pytest.raises(InvalidLabel):
+            parse_preference(value, binary=True)

@@ -11,7 +11,8 @@ is skipped on the next read. Only successes are stored: a re-run asks again for 
 that failed. Nothing secret is ever written here.
 
 `RecordLog` is the file itself (append one record durably, read back what survived a kill),
-for any command's cache: `generate` keeps its own records in one.
+and `RecordCache` the entries it holds, for any command's cache: `generate`'s derives from it
+too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..rows import parse_uncertainty
 from .methods import Judgement
@@ -97,20 +98,47 @@ class RecordLog:
             self._file.close()
 
 
-class ScoreCache:
-    def __init__(self, path: str | Path, *, config: str, method: str, model: str):
+class RecordCache:
+    """A command's cache: the entries its `RecordLog` holds, by key, read back when it opens
+    (each record through `_load`, which fills `_entries`) and added one durable record at a
+    time by the subclass. Closed on leaving a `with` block."""
+
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.config = config
-        self._stamp = {"config": config, "method": method, "model": model}
-        self._scores: dict[str, Judgement] = {}
-        self.other_config_records = 0
+        self._entries: dict[str, Any] = {}
         self._log = RecordLog(self.path)
         self._log.read(self._load)
         self._log.open()
 
+    def _load(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     @property
     def skipped_lines(self) -> int:
         return self._log.skipped_lines
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def close(self) -> None:
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ScoreCache(RecordCache):
+    def __init__(self, path: str | Path, *, config: str, method: str, model: str):
+        self.config = config
+        self._stamp = {"config": config, "method": method, "model": model}
+        self.other_config_records = 0
+        super().__init__(path)
 
     def _load(self, record: dict[str, Any]) -> None:
         key, config = record["sample_key"], record["config"]
@@ -121,20 +149,14 @@ class ScoreCache:
         if config != self.config:
             self.other_config_records += 1
             return
-        self._scores.setdefault(key, judgement)
-
-    def __len__(self) -> int:
-        return len(self._scores)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._scores
+        self._entries.setdefault(key, judgement)
 
     def get(self, key: str) -> Judgement | None:
-        return self._scores.get(key)
+        return self._entries.get(key)
 
     def add(self, key: str, judgement: Judgement) -> None:
         """Record a scored sample durably (written and flushed before returning)."""
-        if not judgement.ok or key in self._scores:
+        if not judgement.ok or key in self._entries:
             return
         self._log.append(
             {
@@ -145,13 +167,4 @@ class ScoreCache:
                 "detail": judgement.detail,
             }
         )
-        self._scores[key] = judgement
-
-    def close(self) -> None:
-        self._log.close()
-
-    def __enter__(self) -> ScoreCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._entries[key] = judgement

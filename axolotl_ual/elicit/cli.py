@@ -11,7 +11,7 @@ import math
 import os
 
 from .. import rows as rowlib
-from ..errors import ExitCode
+from ..errors import ExitCode, exit_status_help
 from .backends import BACKENDS
 from .methods import DEFAULT_MIN_DIGIT_MASS
 
@@ -30,9 +30,7 @@ def key_and_exit_epilog(who: str, resumes: str, exit_status: dict) -> str:
     return (
         f"The {who}'s API key is read from the environment (OPENAI_API_KEY, or the variable named\n"
         "by --api-key-env), never from the command line, and is never written or printed.\n"
-        f"Re-running the same command resumes: {resumes}.\n"
-        "Exit status:\n"
-        + "".join(f"  {int(code):<4} {meaning}\n" for code, meaning in exit_status.items())
+        f"Re-running the same command resumes: {resumes}.\n" + exit_status_help(exit_status)
     )
 
 

@@ -23,7 +23,9 @@ as a string or a list of validation errors, a top-level `message`, or the start 
 that has no usable choice or text.
 
 The API key is read from the environment and given to the HTTP client only; this module never
-prints it, and the command entry points mask it in all output (`redact.redacted_output`).
+prints it, and the command entry points mask it in all output (`redact.redacted_output`). A
+reply can quote it (a server echoing the request, a model repeating its prompt): a caller that
+writes reply text to a file takes it through `without_key` first.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from ..errors import BackendError
 from .backends.base import BackendOptions, RequestStats
+from .redact import kept_secrets, redact
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 KEY_STATUS = frozenset({401, 403})
@@ -177,6 +180,7 @@ class OpenAIChatClient:
         self.stats = RequestStats()
         self.url = display_url(options.base_url)
         self._has_key = bool(os.environ.get(options.api_key_env))
+        self._secrets = kept_secrets(os.environ.get(options.api_key_env))
         self._answered = False  # any HTTP answer at all: the server exists at this URL
         self._client = AsyncOpenAI(
             # Local servers (vLLM, llama.cpp) need no key, but the client insists on one.
@@ -196,6 +200,11 @@ class OpenAIChatClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def without_key(self, text: str | None) -> str | None:
+        """`text` (from a reply) with the API key masked as `redact` masks it in the console:
+        for what is written to files, which the console masking does not reach."""
+        return redact(text, self._secrets) if text and self._secrets else text
 
     async def complete(self, messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
         """One chat completion (`params`: temperature, max_tokens, n, logprobs...) as the

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import rows as rowlib
+from ..args import EpsilonMapping, MissingUncertainty, UncertaintySource
 from ..errors import ExitCode, UsageError
 from . import io, report
 from .io import DataError
@@ -97,7 +98,9 @@ def run_inspect(args) -> int:
         rows = io.read_rows(args.input, split=args.split)
         source = config.ual_uncertainty_source.value
         field = args.field or (
-            config.ual_uncertainty_field if source == "field" else rowlib.SIDECAR_UNCERTAINTY
+            config.ual_uncertainty_field
+            if source == UncertaintySource.field
+            else rowlib.SIDECAR_UNCERTAINTY
         )
         values, missing = read_uncertainties(rows, field, source=args.input)
         mapping = build_mapping(config, values)
@@ -107,7 +110,7 @@ def run_inspect(args) -> int:
     import torch
 
     default_u = config.ual_default_uncertainty
-    fills_missing = config.ual_missing_uncertainty.value == "default"
+    fills_missing = config.ual_missing_uncertainty == MissingUncertainty.default
     eps_inputs = values + ([default_u] * missing if fills_missing else [])
     eps = mapping(torch.tensor(eps_inputs, dtype=torch.float64)).tolist() if eps_inputs else []
 
@@ -115,7 +118,7 @@ def run_inspect(args) -> int:
     lines = [
         f"{args.input}: {len(rows)} rows, {len(values)} with an uncertainty in {field!r}, {missing} without",
         f"config ({settings}): source {source}, mapping {mapping.kind}"
-        + (f" (power {mapping.power})" if mapping.kind == "power" else "")
+        + (f" (power {mapping.power})" if mapping.kind == EpsilonMapping.power else "")
         + f", eps from {mapping.eps_min:g} (u=0) to {mapping.eps_max:g} (u=1)",
     ]
     if missing:

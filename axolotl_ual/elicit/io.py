@@ -265,9 +265,21 @@ def _write_folder(rows: Sequence[dict[str, Any]], target: Path) -> None:
         datasets.Dataset(_arrow_table(rows)).save_to_disk(str(tmp))
         # A folder cannot be swapped in one rename over a non-empty one: move the old one aside
         # first; a crash in between leaves it there, complete, under the `.old-` name.
-        if target.exists():
+        moved_aside = target.exists()
+        if moved_aside:
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            if moved_aside:  # put the previous output back; failing that, say where it is
+                try:
+                    os.replace(old, target)
+                except OSError:
+                    raise OSError(
+                        exc.errno, f"{exc.strerror}; the previous {target.name} is kept at {old}"
+                    ) from exc
+            raise
+        if moved_aside:  # only once the new output is in place
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

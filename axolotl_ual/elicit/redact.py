@@ -8,7 +8,9 @@ an exception message holding it. Fragments of the secret (a message cut short in
 it) are replaced too: any run of at least `FRAGMENT` of its characters.
 
 The command entry points in `cli.py` set it up; another command using the same client (e.g. a
-data generator) does the same.
+data generator) does the same. That covers what is printed, not what is written to files: a
+command that writes reply text (`generate`'s rows and cache) masks it through
+`OpenAIChatClient.without_key` as each reply arrives.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from collections.abc import Iterator
 MASK = "***"
 FRAGMENT = 8  # shorter runs of a key's characters occur by chance and identify nothing
 SHORTEST_SECRET = 4  # a "secret" of 1-3 characters would mask ordinary text
+
+
+def kept_secrets(*secrets: str | None) -> tuple[str, ...]:
+    """The secrets worth masking (set, and long enough to identify), longest first."""
+    return tuple(sorted({s for s in secrets if s and len(s) >= SHORTEST_SECRET}, key=len))[::-1]
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -81,7 +88,7 @@ def redacted_output(*secrets: str | None) -> Iterator[None]:
     Python does with an uncaught exception): printed after the block, its traceback would go to
     the unmasked streams.
     """
-    kept = tuple(sorted({s for s in secrets if s and len(s) >= SHORTEST_SECRET}, key=len))[::-1]
+    kept = kept_secrets(*secrets)
     if not kept:
         yield
         return

@@ -11,7 +11,7 @@ crash, Ctrl-C or `kill -9` sends nothing already answered; changing a leaf, a pr
 or a setting asks again only for what it changes. `value` is the parsed reply (the questions,
 the answer, the judge's score). Only usable replies are recorded: a request that failed or
 whose replies could not be parsed is asked again by the next run. Each record is one flushed
-write (`elicit.cache.RecordLog`); a line torn by a kill is skipped. Nothing secret is written.
+write (`elicit.cache.RecordCache`); a line torn by a kill is skipped. Nothing secret is written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..elicit.cache import RecordLog
+from ..elicit.cache import RecordCache
 from ..elicit.output_paths import RECORDS, Output
 
 RECORD_KEYS = frozenset({"request_key", "step", "value"})
@@ -55,47 +55,24 @@ class Result:
         return self.error is None
 
 
-class GenerationCache:
+class GenerationCache(RecordCache):
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._values: dict[str, Any] = {}
-        self._log = RecordLog(self.path)
-        self._log.read(self._load)
-        self._log.open()
-        self.loaded = len(self._values)
-
-    @property
-    def skipped_lines(self) -> int:
-        return self._log.skipped_lines
+        super().__init__(path)
+        self.loaded = len(self)
 
     def _load(self, record: dict[str, Any]) -> None:
         key, value = record["request_key"], record["value"]
         if not isinstance(key, str) or not isinstance(record["step"], str):
             raise ValueError("not a generate record")
-        self._values.setdefault(key, value)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._values
-
-    def __len__(self) -> int:
-        return len(self._values)
+        self._entries.setdefault(key, value)
 
     def get(self, key: str) -> Result | None:
-        return Result(self._values[key]) if key in self._values else None
+        return Result(self._entries[key]) if key in self._entries else None
 
     def add(self, key: str, result: Result) -> None:
         """Record a usable reply durably (written and flushed before returning)."""
-        if not result.ok or key in self._values:
+        if not result.ok or key in self._entries:
             return
         record = {"request_key": key, "leaf": result.leaf, "step": result.step}
         self._log.append({**record, "value": result.value})
-        self._values[key] = result.value
-
-    def close(self) -> None:
-        self._log.close()
-
-    def __enter__(self) -> GenerationCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._entries[key] = result.value

@@ -99,7 +99,8 @@ class StepWorker(AsyncJudge):
                 return Result(
                     error=str(exc), transient=exc.transient, leaf=item.leaf.path, step=item.step
                 )
-            text = message_text(choice)
+            # the parsed reply goes into the rows and the cache: never with the key in it
+            text = client.without_key(message_text(choice))
             if text is None:
                 problem = why_no_text(choice)
             else:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ExitCode, exit_status_help
+
 DESCRIPTION = """\
 Multi-phase training with replay (LAB, arXiv 2403.01081): each phase of the recipe is one
 `axolotl train` run on a config generated from the recipe's base config and the phase's keys,
 starting from the previous phase's chosen checkpoint (LoRA: the adapter; full fine-tuning: the
 weights), optionally replaying a share of earlier phases' data."""
 
+EXIT_STATUS = {
+    ExitCode.OK: "all phases done",
+    ExitCode.USAGE: "bad recipe or inputs (nothing trained)",
+    ExitCode.STOPPED: "`axolotl train` failed (see its log; re-run to resume)",
+    ExitCode.INTERRUPTED: "interrupted (re-run to resume)",
+}
 EPILOG = """\
 Re-running the same command resumes: finished phases (journal.json in the work folder) are
 skipped and an interrupted phase goes on from its last checkpoint. A changed recipe, base config
 or data file is refused unless --restart is given, which moves the old work folder aside
 (nothing is deleted) and starts again.
-Exit status: 0 all phases done, 2 bad recipe or inputs (nothing trained), 3 `axolotl train`
-failed (see its log), 130 interrupted (re-run to resume)."""
+""" + exit_status_help(EXIT_STATUS)
 
 
 def _run(args) -> int:

@@ -41,7 +41,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..args import PLUGIN_PATH
+from ..args import PLUGIN_PATH, UAL_ARGS_PATH
+from ..compat import config_schema, plugin_input_args
 from ..errors import UsageError
 from .configs import ADAPTERS, BEST, eval_settings_problem, has_eval_split
 
@@ -67,8 +68,8 @@ PATH_KEYS = (
 )
 DATASET_KEYS = ("datasets", "test_datasets")
 DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".csv", ".arrow", ".txt")
-# plugins whose config keys are known without importing them
-KNOWN_PLUGIN_ARGS = {PLUGIN_PATH: "axolotl_ual.args.UALArgs"}
+# plugins whose config keys are known without importing them (what their get_input_args says)
+KNOWN_PLUGIN_ARGS = {PLUGIN_PATH: UAL_ARGS_PATH}
 
 
 # --------------------------------------------------------------------------- schema
@@ -314,17 +315,11 @@ def axolotl_keys(plugins: Iterable[str]) -> frozenset[str]:
     """Top-level keys axolotl's config schema knows, plus each plugin's own keys."""
     import importlib
 
-    from axolotl.utils.schemas.config import AxolotlInputConfig
-
-    models = [AxolotlInputConfig]
-    for dotted in dict.fromkeys(plugins):
-        module_name, _, class_name = str(dotted).rpartition(".")
+    models = [config_schema()]
+    for dotted in dict.fromkeys(str(p) for p in plugins):
         try:
-            if dotted in KNOWN_PLUGIN_ARGS:  # no need to import the plugin (and torch)
-                args_path = KNOWN_PLUGIN_ARGS[dotted]
-            else:
-                args_path = getattr(importlib.import_module(module_name), class_name)()
-                args_path = args_path.get_input_args()
+            # ours are known without importing the plugin (and torch)
+            args_path = KNOWN_PLUGIN_ARGS.get(dotted) or plugin_input_args(dotted)
             if args_path:
                 args_module, _, args_class = args_path.rpartition(".")
                 models.append(getattr(importlib.import_module(args_module), args_class))

@@ -29,10 +29,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from ..demo import logged_metrics
+from ..compat import PROGRESS_BAR, logged_metrics
 from ..elicit.io import atomic_path
 from ..errors import DataError, ExitCode, UsageError
-from ..toolkit import console_script, offline_env
+from ..toolkit import child_env, console_script
 from . import checkpoints as ckpt
 from .configs import phase_config
 from .data import DataPlanner, PhaseData
@@ -41,7 +41,6 @@ from .recipe import PhasePlan, Recipe, load_recipe
 
 GRACE_SECONDS = 60  # after Ctrl-C, how long `axolotl train` may take to stop before SIGKILL
 PROGRESS_SECONDS = 20  # how often the console repeats axolotl's progress bar
-BAR = re.compile(r"(\d+)/(\d+) \[")
 SHOWN = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "ual_epsilon_mean")
 
 
@@ -284,7 +283,7 @@ class Runner:
                 process = subprocess.Popen(
                     argv,
                     cwd=config.parent,
-                    env=offline_env(),
+                    env=child_env(),  # the user's: hub access, W&B, telemetry as they set them
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -422,7 +421,7 @@ class LogFollower:
             return
         if self.verbose:
             self.console.say(piece)
-        if BAR.search(piece):
+        if PROGRESS_BAR.search(piece):
             self.bar = piece
             return
         for record in logged_metrics(piece):

@@ -16,7 +16,6 @@ from tests.support import (
     SAMPLE_CHAT,
     log_history,
     plain_axolotl,
-    run_losses,
     train,
     ual_config,
     write_config,
@@ -26,7 +25,6 @@ pytestmark = pytest.mark.e2e
 
 PADDED = {"micro_batch_size": 64, "sample_packing": False}
 PACKED = {"micro_batch_size": 1, "sample_packing": True, "sequence_len": 4096}
-STEPS = 3
 
 
 @pytest.mark.parametrize(
@@ -68,30 +66,12 @@ def test_first_loss_equals_the_reference(tiny_model, tiny_tokenizer, tmp_path, l
     assert run["loss_path"] == ("fused" if fused else "logits")
 
 
-def _losses(tiny_model, tmp_path_factory, name, **overrides) -> list[float]:
-    return run_losses(tiny_model, tmp_path_factory.mktemp(name), STEPS, **overrides)
-
-
-def test_weight_one_without_smoothing_is_axolotls_train_on_inputs(tiny_model, tmp_path_factory):
-    ual = _losses(
-        tiny_model,
-        tmp_path_factory,
-        "im",
-        train_on_inputs=True,
-        ual_smoothing_max=0.0,
-        ual_instruction_weight=1.0,
-    )
-    axolotl = _losses(tiny_model, tmp_path_factory, "im_sft", **plain_axolotl(train_on_inputs=True))
+def test_weight_one_without_smoothing_is_axolotls_train_on_inputs(losses_of):
+    ual = losses_of("im", train_on_inputs=True, ual_smoothing_max=0.0, ual_instruction_weight=1.0)
+    axolotl = losses_of("im_sft", **plain_axolotl(train_on_inputs=True))
     assert ual == pytest.approx(axolotl, rel=1e-5)
 
 
-def test_weight_zero_is_axolotls_plain_sft(tiny_model, tmp_path_factory, plain_sft_losses):
-    ual = _losses(
-        tiny_model,
-        tmp_path_factory,
-        "im0",
-        train_on_inputs=True,
-        ual_smoothing_max=0.0,
-        ual_instruction_weight=0.0,
-    )
+def test_weight_zero_is_axolotls_plain_sft(losses_of, plain_sft_losses):
+    ual = losses_of("im0", train_on_inputs=True, ual_smoothing_max=0.0, ual_instruction_weight=0.0)
     assert ual == pytest.approx(plain_sft_losses, rel=1e-5)

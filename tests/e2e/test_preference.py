@@ -23,6 +23,16 @@ pytestmark = pytest.mark.e2e
 
 SAMPLE_POINTWISE = DATA / "sample_pointwise.jsonl"
 BETA = 0.5
+# all 108 rows in one pack: every step sees every row
+LORA_PACKED = {
+    "adapter": "lora",
+    **LORA_ON_CPU,
+    "learning_rate": 0.02,
+    "micro_batch_size": 1,
+    "sample_packing": True,
+    "sequence_len": 4096,  # the 32 rows in one pack: every step sees every row
+}
+FULL_FINETUNE = {"learning_rate": 0.002, "micro_batch_size": 128}  # every row in each step's batch
 
 
 def _models(tiny_model, checkpoint, *, adapter: bool):
@@ -89,17 +99,7 @@ def _expected(tiny_model, tiny_tokenizer, rows, cfg, policy, reference, **kwargs
 
 def test_lora_packed_adapter_disabled_reference(tiny_model, tiny_tokenizer, tmp_path):
     rows = read_jsonl(SAMPLE_POINTWISE)[:32]  # 16 positives, 16 negatives: one 4k-token pack
-    cfg, records, losses, run = _run(
-        tiny_model,
-        tmp_path,
-        rows,
-        adapter="lora",
-        **LORA_ON_CPU,
-        learning_rate=0.02,
-        micro_batch_size=1,
-        sample_packing=True,
-        sequence_len=4096,  # all 32 rows in one pack: every step sees every row
-    )
+    cfg, records, losses, run = _run(tiny_model, tmp_path, rows, **LORA_PACKED)
     assert run["objective"] == "ulma" and run["reference"] == "the model with its adapters disabled"
     assert run["loss_path"] == "fused"
     _check_two_steps(tiny_model, tiny_tokenizer, tmp_path, rows, cfg, losses, adapter=True)
@@ -117,12 +117,7 @@ def test_full_finetune_precomputed_reference_continuous_labels(
         if row["label"] == 0:
             row["label"] = round(0.1 * (i % 7), 2)
     cfg, _, losses, run = _run(
-        tiny_model,
-        tmp_path,
-        rows,
-        ual_preference_labels="continuous",
-        learning_rate=0.002,
-        micro_batch_size=128,  # every row in the one micro-batch of each step
+        tiny_model, tmp_path, rows, ual_preference_labels="continuous", **FULL_FINETUNE
     )
     assert run["reference"] == "the initial weights"
     assert list((tmp_path / "prepared").rglob("ual-reference-*")), "reference not cached"
@@ -164,8 +159,7 @@ def test_full_finetune_under_deepspeed_zero3(tiny_model, tiny_tokenizer, tmp_pat
         launcher=launcher,
         env={"DS_ACCELERATOR": "cpu"},
         deepspeed=str(tmp_path / "zero3.json"),
-        learning_rate=0.002,
-        micro_batch_size=128,  # every row in the one micro-batch of each step
+        **FULL_FINETUNE,
     )
     assert run["sharding"] == "deepspeed_zero3" and run["loss_path"] == "fused"
     assert run["head_sharded_outside_forward"] is True

@@ -23,6 +23,11 @@ PADDED = {"micro_batch_size": 64, "sample_packing": False}
 PACKED = {"micro_batch_size": 1, "sample_packing": True, "sequence_len": 4096}
 
 
+def _one_step(tiny_model, tmp_path, layout=PADDED, **overrides) -> dict:
+    """A config of one optimizer step, which holds every sample (`layout`)."""
+    return ual_config(tiny_model, tmp_path, max_steps=1, **layout, **overrides)
+
+
 def _check(tiny_model, tmp_path, cfg, tokenized, epsilons, loss_path="fused", **train_options):
     records = train(write_config(tmp_path / "cfg.yml", cfg), **train_options)
     printed = next(r for r in records if "loss" in r)
@@ -37,7 +42,7 @@ def _check(tiny_model, tmp_path, cfg, tokenized, epsilons, loss_path="fused", **
 
 @pytest.mark.parametrize("layout", [PADDED, PACKED], ids=["padded", "packed"])
 def test_field_uncertainty(tiny_model, tiny_tokenizer, tmp_path, layout):
-    cfg = ual_config(tiny_model, tmp_path, max_steps=1, **layout)
+    cfg = _one_step(tiny_model, tmp_path, layout)
     rows = read_jsonl(SAMPLE_CHAT)
     tokenized = axolotl_tokenized(tiny_tokenizer, rows, sequence_len=cfg["sequence_len"])
     # through `accelerate launch`, as a plain `axolotl train` runs (the others skip it)
@@ -47,14 +52,8 @@ def test_field_uncertainty(tiny_model, tiny_tokenizer, tmp_path, layout):
 
 def test_rank_mapping_and_logits_path(tiny_model, tiny_tokenizer, tmp_path):
     rows = read_jsonl(SAMPLE_CHAT)
-    cfg = ual_config(
-        tiny_model,
-        tmp_path,
-        max_steps=1,
-        ual_mapping="rank",
-        ual_smoothing_min=0.05,
-        ual_fused_loss=False,
-        **PADDED,
+    cfg = _one_step(
+        tiny_model, tmp_path, ual_mapping="rank", ual_smoothing_min=0.05, ual_fused_loss=False
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     # each sample's mean 0-based rank among all samples' uncertainties, over (n - 1)
@@ -71,14 +70,7 @@ def test_rank_mapping_and_logits_path(tiny_model, tiny_tokenizer, tmp_path):
 
 def test_constant_source_is_plain_label_smoothing(tiny_model, tiny_tokenizer, tmp_path):
     rows = read_jsonl(SAMPLE_CHAT)
-    cfg = ual_config(
-        tiny_model,
-        tmp_path,
-        max_steps=1,
-        ual_uncertainty_source="constant",
-        ual_smoothing_max=0.1,
-        **PADDED,
-    )
+    cfg = _one_step(tiny_model, tmp_path, ual_uncertainty_source="constant", ual_smoothing_max=0.1)
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     _check(tiny_model, tmp_path, cfg, tokenized, [0.1] * len(rows))
 
@@ -96,14 +88,12 @@ def test_sidecar_annotations(tiny_model, tiny_tokenizer, tmp_path):
             for r, s in reversed(list(zip(rows, scores, strict=True)))
         )
     )
-    cfg = ual_config(
+    cfg = _one_step(
         tiny_model,
         tmp_path,
-        max_steps=1,
         ual_uncertainty_source="sidecar",
         ual_uncertainty_file=str(sidecar),
         datasets=[{"path": str(unscored), "type": "axolotl_ual.chat_template"}],
-        **PADDED,
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, rows)
     _check(tiny_model, tmp_path, cfg, tokenized, [0.2 * s for s in scores])
@@ -113,15 +103,13 @@ def test_two_datasets_chat_and_alpaca(tiny_model, tiny_tokenizer, tmp_path):
     chat, alpaca = read_jsonl(SAMPLE_CHAT)[:30], read_jsonl(SAMPLE_ALPACA)[30:]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
     (tmp_path / "alpaca.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca))
-    cfg = ual_config(
+    cfg = _one_step(
         tiny_model,
         tmp_path,
-        max_steps=1,
         datasets=[
             {"path": str(tmp_path / "chat.jsonl"), "type": "axolotl_ual.chat_template"},
             {"path": str(tmp_path / "alpaca.jsonl"), "type": "axolotl_ual.alpaca"},
         ],
-        **PADDED,
     )
     tokenized = axolotl_tokenized(tiny_tokenizer, chat) + axolotl_tokenized(
         tiny_tokenizer, alpaca, ds_type="alpaca"

@@ -119,7 +119,7 @@ def test_demo_command(tmp_path):
     """The README's main command, on the embedded default (tiny model, bundled data, CPU)."""
     import matplotlib.image
 
-    from axolotl_ual.demo import logged_metrics
+    from axolotl_ual.compat import logged_metrics
 
     workdir = tmp_path / "demo"
     result = run_command([console_script("axolotl-ual"), "demo", "--workdir", str(workdir)])

@@ -54,6 +54,33 @@ def test_writing_replaces_a_folder_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["scored"]
 
 
+@pytest.mark.parametrize("restore_fails", [False, True], ids=["put-back", "kept-aside"])
+def test_a_folder_swap_that_fails_keeps_the_old_output(tmp_path, monkeypatch, restore_fails):
+    """The old folder is moved aside before the new one is renamed in: if that rename fails,
+    the old one goes back (or, if even that fails, stays aside and the error says where)."""
+    target = tmp_path / "scored"
+    io.write_rows(chat_rows(2), target)
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination):
+        calls.append(os.path.basename(source))
+        if len(calls) == 2 or (restore_fails and len(calls) == 3):
+            raise OSError(28, "No space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="No space left") as caught:
+        io.write_rows(chat_rows(3), target)
+    monkeypatch.undo()
+    [aside] = [name for name in os.listdir(tmp_path) if ".old-" in name] or [None]
+    if restore_fails:
+        assert f"the previous scored is kept at {tmp_path / aside}" in str(caught.value)
+        assert io.read_rows(tmp_path / aside) == chat_rows(2)
+    else:
+        assert aside is None and io.read_rows(target) == chat_rows(2)
+    assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name]
+
+
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "out.jsonl"
     io.write_rows([{"a": 1}], target)

@@ -269,6 +269,8 @@ def test_the_api_key_is_never_written_or_printed(tmp_path, teacher_server):
             )
         if step == p.KNOWLEDGE_QA:  # quoted in an unparsable reply
             return Reply([f"{request.authorization} is what you sent me"])
+        if step == p.ANSWER:  # quoted in a reply that parses: it becomes a row's answer
+            return Reply([f"<answer>Sent with {request.authorization}.</answer>"])
         return judged(step, request, k)
 
     server = teacher_server(ScriptedTeacher(script))
@@ -280,6 +282,8 @@ def test_the_api_key_is_never_written_or_printed(tmp_path, teacher_server):
     assert result.returncode == 1, result.stderr
     assert "failed: HTTP 400: bad request from Bearer ***" in result.stderr
     assert "the last 'Bearer *** is what you sent me'" in result.stderr
+    answers = [row["messages"][-1]["content"] for row in read_jsonl(tmp_path / "out.jsonl")]
+    assert answers and set(answers) == {"Sent with Bearer ***."}
     written = {
         path: path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file()
     }

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from axolotl_ual.cli import main as cli
-from axolotl_ual.demo import logged_metrics
+from axolotl_ual.compat import logged_metrics
 from axolotl_ual.elicit.io import read_rows
 from axolotl_ual.phases import tiny
 from axolotl_ual.phases.journal import process_group_alive
