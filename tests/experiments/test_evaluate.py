@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.uncertainty_mixture import prepare
-from experiments.uncertainty_mixture.evaluate import (
+from experiments.harness.evaluate import (
     HFScorer,
     OracleScorer,
     encode_rows,
@@ -17,6 +16,8 @@ from experiments.uncertainty_mixture.evaluate import (
     expected_calibration_error,
     oracle_scorer,
 )
+from experiments.harness.runner import arm_config
+from experiments.uncertainty_mixture import prepare
 from experiments.uncertainty_mixture.report import ranks, spearman
 from experiments.uncertainty_mixture.tasks import TASKS, make_split
 
@@ -24,25 +25,6 @@ from experiments.uncertainty_mixture.tasks import TASKS, make_split
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     return make_split("metric test", dict.fromkeys(TASKS, 3))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """The experiment's own tokenizer with a small random model (fast to build)."""
-    from axolotl_ual.tiny_model import build_tiny_model
-
-    corpus = [
-        m["content"] for r in make_split("tok", dict.fromkeys(TASKS, 40)) for m in r["messages"]
-    ]
-    corpus += [y for t in TASKS.values() for _, ys, _ in t.contents() for y in ys]
-    return build_tiny_model(tmp_path_factory.mktemp("m"), corpus, hidden_size=32, num_layers=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def believing(tokenizer, rows, belief) -> OracleScorer:
@@ -158,7 +140,8 @@ def test_ranks_and_spearman():
 
 def test_configs_differ_only_in_the_arm_keys(tmp_path):
     configs = {
-        name: prepare.arm_config(
+        name: arm_config(
+            prepare.TEMPLATE,
             arm,
             base_model=tmp_path / "m",
             train_file=tmp_path / "t.jsonl",

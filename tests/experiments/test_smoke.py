@@ -1,13 +1,15 @@
 """The experiment end to end in its CI size: `run --smoke` (judge, elicit, 2 arms, 40 steps).
 
 Checks what the output files say, not only that the command ran: the evaluator and axolotl's own
-eval agree on the same held-out tokens, the UAL arm trained with epsilon = 0.2 u, the elicited
-arm trained on the judge's scores with the rank mapping, and the report holds those numbers.
+eval agree on the same held-out tokens, generated answers agree with the token-level numbers,
+the UAL arm trained with epsilon = 0.2 u, the elicited arm trained on the judge's scores with the
+rank mapping, and the report holds those numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 
 from axolotl_ual.toolkit import read_jsonl
-from experiments.uncertainty_mixture.report import axolotl_logs
+from experiments.harness.report import axolotl_logs
 from tests.support import REPO, axolotl_env
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +65,24 @@ def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
         assert cfg["seed"] == 0 and cfg["max_steps"] == 40 and cfg["dataset_num_proc"] == 1
 
 
+def test_generated_answers_agree_with_the_token_level_metrics(smoke):
+    """Greedy `generate` is the evaluator's own greedy decoding; sampling at T = 1 finds valid
+    answers as often as the model's probability mass on them says (binomial noise, 5 sd)."""
+    _, out, _ = smoke
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    for run in runs:
+        generation = run["generation"]
+        assert generation["greedy"]["low"]["exact_match"] == run["low"]["exact_match"]
+        sampled = generation["sample"]["high"]
+        sd = math.sqrt(0.25 / sampled["samples"])  # bounds the sd of a mean of Bernoullis
+        assert abs(sampled["valid"] - run["high"]["support_mass"]) < 5 * sd, run["arm"]
+        for decoding in ("greedy", "sample", "top_p"):
+            assert 0 <= generation[decoding]["high"]["valid"] <= 1
+            assert (
+                generation[decoding]["low"]["exact_match"] == generation[decoding]["low"]["valid"]
+            )
+
+
 def test_the_known_arm_trains_with_epsilon_of_the_true_uncertainty(smoke):
     work, _, _ = smoke
     model = work / "runs" / "ual_known-seed0" / "model"
@@ -104,5 +124,13 @@ def test_report_files_hold_the_numbers(smoke):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
         assert f"| {runs[arm]['low']['exact_match']:.3f} | {runs[arm]['high']['kl']:.3f} |" in row
     assert "| truth (oracle) | 1.000 | 0.000 |" in text
+    for label, arm in (("UAL, known u", "ual_known"), ("UAL, elicited u", "ual_elicited")):
+        generated = runs[arm]["generation"]
+        row = [line for line in text.splitlines() if line.startswith(f"| {label} |")][1]
+        assert row.startswith(
+            f"| {label} | {generated['greedy']['low']['exact_match']:.3f} "
+            f"| {generated['greedy']['high']['valid']:.3f} "
+            f"| {generated['sample']['low']['exact_match']:.3f} |"
+        )
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
