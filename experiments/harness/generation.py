@@ -53,14 +53,13 @@ BATCH_SEQUENCES = 256  # generated sequences per `generate` call
 @dataclass(frozen=True)
 class Decoding:
     name: str
-    label: str
-    sample: bool
-    top_p: float = 1.0
+    sample: bool  # False: greedy
+    top_p: float = 1.0  # temperature is always 1
 
 
-GREEDY = Decoding("greedy", "greedy", sample=False)
-SAMPLE = Decoding("sample", "sampling, T = 1", sample=True)
-TOP_P = Decoding("top_p", "top-p 0.9", sample=True, top_p=0.9)
+GREEDY = Decoding("greedy", sample=False)
+SAMPLE = Decoding("sample", sample=True)
+TOP_P = Decoding("top_p", sample=True, top_p=0.9)
 DECODINGS = (GREEDY, SAMPLE, TOP_P)
 
 

@@ -169,8 +169,8 @@ def generation_tables(
 
 
 def run_settings(template: Path, arms: dict, seeds, max_steps, scale, **extra) -> dict:
-    """What results.json records of a run: seeds, arms' keys, steps, split scale, `extra`, and
-    the training settings of the config template."""
+    """What results.json records of a run: seeds, arms' keys, steps, split scale, `extra`, the
+    training settings of the config template and the environment."""
     import yaml
 
     cfg = yaml.safe_load(Path(template).read_text())
@@ -182,6 +182,30 @@ def run_settings(template: Path, arms: dict, seeds, max_steps, scale, **extra) -
         "split_scale": scale,
         **extra,
         "training": {k: cfg[k] for k in (*training, "optimizer", "weight_decay")},
+        "environment": environment(),
+    }
+
+
+def environment() -> dict:
+    """What the numbers depend on besides the code and seeds: the package versions and the CPU.
+    The same code gave other training numbers on another CPU type (float rounding in the
+    kernels, compounded over hundreds of steps; see experiments/README.md)."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    packages = ("torch", "transformers", "axolotl", "tokenizers", "numpy")
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in packages},
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

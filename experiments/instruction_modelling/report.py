@@ -25,7 +25,7 @@ from ..harness.report import (
     write_results,
 )
 from .prepare import ARMS
-from .tasks import HIGH_TASKS, LOW_TASKS
+from .tasks import HIGH_TASKS, LOW_TASKS, guess_exact_match
 
 LABELS = {name: arm.label for name, arm in ARMS.items()}
 
@@ -85,6 +85,12 @@ def markdown(results: list[dict], oracle: dict) -> str:
     rows = arm_rows(groups, LABELS, PER_TASK)
     truth_tv = [number(oracle["generation_truth"]["tasks"][t]["tv_valid"]) for t in HIGH_TASKS]
     rows.append(["truth"] + ["1.000"] * len(LOW_TASKS) + ["0.000"] * len(HIGH_TASKS) + truth_tv)
+    guess = guess_exact_match()
+    rows.append(
+        ["guess (no reading, no knowledge)"]
+        + [number(guess[t]) for t in LOW_TASKS]
+        + [""] * (2 * len(HIGH_TASKS))
+    )
     lines += table(["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in PER_TASK], rows)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -92,8 +98,9 @@ def markdown(results: list[dict], oracle: dict) -> str:
 COLORS = ["#7f7f7f", "#1f77b4", "#2ca02c"]
 
 
-def _bars(ax, groups, metrics, title, truth=None) -> None:
-    """One group of bars per metric, one bar per arm (mean ± std), the seeds as dots."""
+def _bars(ax, groups, metrics, title, truth=None, guess=None) -> None:
+    """One group of bars per metric, one bar per arm (mean ± std), the seeds as dots; the
+    truth's value (and a guess's) as dashes over each group."""
     names = list(groups)
     width = 0.8 / len(names)
     for k, name in enumerate(names):
@@ -112,9 +119,9 @@ def _bars(ax, groups, metrics, title, truth=None) -> None:
                 label=LABELS[name] if i == 0 else None,
             )
             ax.scatter([x] * len(values), values, color="black", s=10, zorder=3)
-    if truth is not None:
-        for i, value in enumerate(truth):
-            ax.hlines(value, i - width / 2, i + 0.8 - width / 2, colors="green", linestyles="--")
+    for values, color in ((truth, "green"), (guess, "red")):
+        for i, value in enumerate(values or []):
+            ax.hlines(value, i - width / 2, i + 0.8 - width / 2, colors=color, linestyles="--")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))], [m for m, _ in metrics])
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelsize=8)
@@ -134,8 +141,9 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
         [(t, ("tasks", t, "exact_match")) for t in LOW_TASKS],
         "exact match (greedy) on the held-out low-entropy tasks ↑",
         truth=[1.0] * len(LOW_TASKS),
+        guess=[guess_exact_match()[t] for t in LOW_TASKS],
     )
-    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9)
     _bars(
         axes[0, 1],
         groups,
@@ -168,10 +176,10 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     seeds = sorted({r["seed"] for r in results})
     fig.suptitle(
         f"Instruction Modelling: tiny Llama via `axolotl train`, seeds {seeds} "
-        "(bars: mean ± std, dots: seeds, dashes: truth)",
+        "(bars: mean ± std, dots: seeds, green dashes: truth, red: a guess)",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 

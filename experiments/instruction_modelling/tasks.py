@@ -109,6 +109,17 @@ def make_split(seed: str, per_task: dict[str, int], exclude=()) -> list[dict]:
     return truth.draw_rows(rng, per_task, draw_prompt, row, exclude)
 
 
+def guess_exact_match() -> dict[str, float]:
+    """Exact match of a model that neither reads the card nor knows the world: on `field`, the
+    key's value guessed from its options (1 / their number, averaged over the keys); on `fact`,
+    always the most common color of the world table."""
+    colors = list(LOOKUP_TABLE.values())
+    return {
+        "field": sum(1 / len(options) for options in FIELDS.values()) / len(FIELDS),
+        "fact": max(colors.count(c) for c in set(colors)) / len(colors),
+    }
+
+
 def vocabulary() -> list[str]:
     """Every value a card or an answer can hold (for the tokenizer's corpus)."""
     return [

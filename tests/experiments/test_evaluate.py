@@ -16,10 +16,10 @@ from experiments.harness.evaluate import (
     expected_calibration_error,
     oracle_scorer,
 )
-from experiments.harness.runner import arm_config
 from experiments.uncertainty_mixture import prepare
 from experiments.uncertainty_mixture.report import ranks, spearman
 from experiments.uncertainty_mixture.tasks import TASKS, make_split
+from tests.experiments.helpers import arm_configs, differing_keys
 
 
 @pytest.fixture(scope="module")
@@ -139,18 +139,7 @@ def test_ranks_and_spearman():
 
 
 def test_configs_differ_only_in_the_arm_keys(tmp_path):
-    configs = {
-        name: arm_config(
-            prepare.TEMPLATE,
-            arm,
-            base_model=tmp_path / "m",
-            train_file=tmp_path / "t.jsonl",
-            test_file=tmp_path / "e.jsonl",
-            run_dir=tmp_path / name,
-            seed=3,
-        )
-        for name, arm in prepare.ARMS.items()
-    }
+    configs = arm_configs(prepare, tmp_path, seed=3)
     arm_keys = {
         "ual_uncertainty_source",
         "ual_smoothing_max",
@@ -161,7 +150,7 @@ def test_configs_differ_only_in_the_arm_keys(tmp_path):
     reference = configs["sft"]
     for name, cfg in configs.items():
         assert cfg["seed"] == 3 and cfg["dataset_num_proc"] == 1
-        assert {k for k in cfg if cfg[k] != reference.get(k)} <= arm_keys, name
+        assert differing_keys(cfg, reference) <= arm_keys, name
     assert configs["ls"]["ual_uncertainty_source"] == "constant"
     assert configs["ls"]["ual_smoothing_max"] == 0.1
     assert configs["sft"]["ual_smoothing_max"] == 0.0

@@ -16,7 +16,6 @@ from experiments.harness.generation import (
     SAMPLE,
     SAMPLES,
     TOP_P,
-    Decoding,
     GumbelSampling,
     HFGenerator,
     generation_metrics,
@@ -237,4 +236,3 @@ def test_generation_is_seeded(model_dir, tokenizer, rows):
     assert first != generator.generate(prompts, SAMPLE, 4, seed="t")
     torch.manual_seed(123)  # the global generator plays no part
     assert first == generator.generate(prompts, SAMPLE, 4, seed="s")
-    assert Decoding("d", "d", sample=True, top_p=0.5).top_p == 0.5

@@ -12,7 +12,6 @@ from collections import Counter
 import pytest
 from scipy.stats import chisquare
 
-from experiments.harness.runner import arm_config
 from experiments.instruction_modelling import prepare
 from experiments.instruction_modelling.tasks import (
     DIE,
@@ -25,6 +24,7 @@ from experiments.instruction_modelling.tasks import (
     make_split,
 )
 from experiments.uncertainty_mixture.tasks import LOOKUP_TABLE
+from tests.experiments.helpers import arm_configs, differing_keys
 
 
 def parse(text: str) -> dict:
@@ -142,18 +142,7 @@ PINNED_DIGEST = "96b475582a0094a2"
 
 
 def test_the_arms_differ_only_in_the_instruction_keys(tmp_path):
-    configs = {
-        name: arm_config(
-            prepare.TEMPLATE,
-            arm,
-            base_model=tmp_path / "m",
-            train_file=tmp_path / "t.jsonl",
-            test_file=tmp_path / "e.jsonl",
-            run_dir=tmp_path / name,
-            seed=2,
-        )
-        for name, arm in prepare.ARMS.items()
-    }
+    configs = arm_configs(prepare, tmp_path, seed=2)
     arm_keys = {
         "train_on_inputs",
         "ual_instruction_weight",
@@ -165,7 +154,7 @@ def test_the_arms_differ_only_in_the_instruction_keys(tmp_path):
     for name, cfg in configs.items():
         assert cfg["seed"] == 2 and cfg["dataset_num_proc"] == 1, name
         assert cfg["ual_smoothing_max"] == 0.0  # responses are never smoothed
-        assert {k for k in set(cfg) | set(sft) if cfg.get(k) != sft.get(k)} <= arm_keys, name
+        assert differing_keys(cfg, sft) <= arm_keys, name
     assert sft["train_on_inputs"] is False and "ual_instruction_weight" not in sft
     for name, eps in (("im", 0.0), ("im_smooth", 0.1)):
         assert configs[name]["train_on_inputs"] is True

@@ -11,43 +11,22 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.support import REPO, axolotl_env
+from tests.experiments.helpers import run_smoke
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("im-smoke")
-    work, out = root / "work", root / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.instruction_modelling.run",
-            "--smoke",
-            "--workdir",
-            str(work),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
+    work, out, stdout = run_smoke(
+        "experiments.instruction_modelling.run", tmp_path_factory.mktemp("im-smoke")
     )
-    assert result.returncode == 0, result.stdout[-6000:]
     runs = {r["arm"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
-    return work, out, result.stdout, runs
+    return work, out, stdout, runs
 
 
 def test_the_evaluator_scores_the_response_tokens_axolotl_evaluates(smoke):

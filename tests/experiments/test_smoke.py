@@ -10,44 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from axolotl_ual.toolkit import read_jsonl
 from experiments.harness.report import axolotl_logs
-from tests.support import REPO, axolotl_env
+from tests.experiments.helpers import run_smoke
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    work, out = root / "work", root / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.uncertainty_mixture.run",
-            "--smoke",
-            "--workdir",
-            str(work),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-6000:]
-    return work, out, result.stdout
+    return run_smoke("experiments.uncertainty_mixture.run", tmp_path_factory.mktemp("smoke"))
 
 
 def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
