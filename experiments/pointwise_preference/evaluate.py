@@ -3,7 +3,7 @@
 For each held-out prompt x with its good response g and bad response b (both known, see
 `data.py`), the model's log-probabilities of the response tokens, each response followed by the
 end-of-turn token: exactly the tokens axolotl's `chat_template` strategy and TRL's KTOTrainer
-train on (the tokenization is `uncertainty_mixture.evaluate.encode_rows`).
+train on (the tokenization is `harness.evaluate.encode_rows`).
 
 - `good_token_logp` / `bad_token_logp`: the mean over prompts of the response's mean per-token
   log-probability (ULMA's per-token average), and `token_margin`, their difference;
@@ -12,7 +12,8 @@ train on (the tokenization is `uncertainty_mixture.evaluate.encode_rows`).
   those sums;
 - `preference_accuracy`: the share of prompts where q(g | x) > q(b | x).
 
-Overall and per task. Models are read through the uncertainty-mixture experiment's `Scorer`s.
+Overall and per task. Models are read through the shared `Scorer`s
+(`experiments/harness/evaluate.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.uncertainty_mixture.evaluate import HFScorer, Scorer, encode_rows, response_stats
+from experiments.harness.evaluate import HFScorer, Scorer, encode_rows, response_stats
 
 
 def scoring_rows(prompts: list[dict]) -> list[dict]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.uncertainty_mixture.prepare import build_base_model, write_config  # noqa: F401
+from experiments.harness.runner import write_config  # noqa: F401
+from experiments.uncertainty_mixture.prepare import build_base_model  # noqa: F401
 
 CPU = {
     "bf16": False,

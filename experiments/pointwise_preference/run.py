@@ -25,8 +25,8 @@ from pathlib import Path
 
 from axolotl_ual.toolkit import console_script, read_jsonl, write_jsonl
 from experiments import common
-from experiments.uncertainty_mixture.report import axolotl_logs
-from experiments.uncertainty_mixture.run import subprocess_env
+from experiments.harness.report import axolotl_logs
+from experiments.harness.runner import subprocess_env
 
 from . import data, prepare, report
 from .prepare import ARMS, Arm

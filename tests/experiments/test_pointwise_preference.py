@@ -16,6 +16,7 @@ import re
 import pytest
 import torch
 
+from experiments.harness.evaluate import encode_rows
 from experiments.pointwise_preference import data, prepare
 from experiments.pointwise_preference.evaluate import (
     evaluate,
@@ -23,7 +24,6 @@ from experiments.pointwise_preference.evaluate import (
     scoring_rows,
     summarize,
 )
-from experiments.uncertainty_mixture.evaluate import encode_rows
 from experiments.uncertainty_mixture.tasks import LOOKUP_TABLE
 from tests.experiments.fakes import believing as fake_model
 

@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from axolotl_ual.toolkit import read_jsonl
+from experiments.harness.evaluate import encode_rows
 from experiments.pointwise_preference.run import SMOKE
-from experiments.uncertainty_mixture.evaluate import encode_rows
 from tests.support import REPO, axolotl_env
 
 pytestmark = pytest.mark.e2e
