@@ -63,7 +63,7 @@ COMMON = {
     "save_only_model": True,
 }
 
-HARNESS = "experiments.pointwise_preference.harness.HarnessPlugin"
+PROBE = "experiments.pointwise_preference.probe.ProbePlugin"
 UAL = "axolotl_ual.UALPlugin"
 
 
@@ -153,13 +153,13 @@ def base_config(*, model: Path, train_file: Path, run_dir: Path, max_steps: int 
 def arm_config(
     arm: Arm, *, base_model: Path, train_file: Path, run_dir: Path, seed: int, max_steps=None
 ) -> dict:
-    """One arm and seed: the common keys, the arm's path and keys, the harness plugin."""
+    """One arm and seed: the common keys, the arm's path and keys, the probe plugin."""
     cfg = {"base_model": str(base_model), **COMMON, **CPU, "seed": seed}
     if arm.path == "kto":
-        cfg.update(plugins=[HARNESS], remove_unused_columns=False)
+        cfg.update(plugins=[PROBE], remove_unused_columns=False)
     else:
         cfg.update(
-            plugins=[UAL, HARNESS],
+            plugins=[UAL, PROBE],
             chat_template="tokenizer_default",
             # axolotl's SFT path pads every batch to a multiple of 64 tokens by default, KTO's
             # collator to its longest row: rows are 26-31 tokens, so 8 gives 32 and every arm

@@ -235,7 +235,7 @@ def test_arms_share_everything_but_their_objective(tmp_path):
         for key, value in {**prepare.COMMON, **prepare.CPU}.items():
             assert cfg[key] == value, (name, key)
         assert cfg["save_steps"] == cfg["max_steps"] == 150
-        assert prepare.HARNESS in cfg["plugins"]
+        assert prepare.PROBE in cfg["plugins"]
         own = set(prepare.ARMS[name].keys)
         differing = {
             k for k in set(cfg) | set(configs["sft"]) if cfg.get(k) != configs["sft"].get(k)
