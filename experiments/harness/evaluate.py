@@ -63,10 +63,13 @@ class HFScorer(Scorer):
     rounding; batches are always formed in the same order for reproducibility anyway.
     """
 
-    def __init__(self, model_dir: str | Path, pad_id: int):
-        from transformers import AutoModelForCausalLM
+    def __init__(self, model, pad_id: int):
+        """`model`: a transformers causal LM, or the folder of one (read in float32)."""
+        if isinstance(model, str | Path):
+            from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        self.model = model.eval()
         self.vocab_size = self.model.config.vocab_size
         self.pad_id = pad_id
 

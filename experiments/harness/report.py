@@ -1,4 +1,4 @@
-"""Aggregating per-run metrics over seeds, and the pieces of a report both experiments write.
+"""Aggregating per-run metrics over seeds, and the pieces of a report every experiment writes.
 
 Means and sample standard deviations (ddof = 1) over seeds; differences to a baseline arm are
 paired by seed (same training data and data order), which removes the variation the arms
@@ -224,15 +224,41 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(rounded(payload), indent=1) + "\n")
 
 
+def save_figure(
+    fig, path: Path, title: str, results: list[dict], legend: str = "", rect=None
+) -> None:
+    """Title a matplotlib figure of bars over seeds (with the seeds of `results` and what its
+    marks mean: "bars: mean ± std, dots: seeds" and `legend`), lay it out within `rect` and
+    save it (no timestamp or version in the PNG, so a re-run writes the same bytes)."""
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({r["seed"] for r in results})
+    marks = ", ".join(filter(None, ["bars: mean ± std, dots: seeds", legend]))
+    fig.suptitle(f"{title}, seeds {seeds} ({marks})", fontsize=11)
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
 def write_results(
-    out: Path, text: str, results: list[dict], oracle: dict, settings: dict, arm_names, plot
+    out: Path,
+    text: str,
+    results: list[dict],
+    reference: dict,
+    settings: dict,
+    arm_names,
+    plot,
+    reference_name: str = "oracle",
 ) -> str:
-    """results.md (`text`), results.json (settings, the truth's metrics and every run, in arm
-    and seed order) and results.png (`plot(path, results, oracle)`); returns `text`."""
+    """results.md (`text`), results.json (settings, the reference's metrics under
+    `reference_name`, e.g. the truth's or the base model's, and every run, in arm and seed
+    order) and results.png (`plot(path, results, reference)`); returns `text`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     order = list(arm_names)
     runs = sorted(results, key=lambda r: (order.index(r["arm"]), r["seed"]))
-    write_json(out / "results.json", {"settings": settings, "oracle": oracle, "runs": runs})
-    plot(out / "results.png", results, oracle)
+    write_json(
+        out / "results.json", {"settings": settings, reference_name: reference, "runs": runs}
+    )
+    plot(out / "results.png", results, reference)
     return text

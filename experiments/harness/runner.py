@@ -1,5 +1,5 @@
-"""Running an experiment: its work folder, arms and configs, `axolotl train` in subprocesses,
-parallel runs and the command line both experiments share.
+"""Running an experiment: its work folder, arms and configs, `axolotl train` in subprocesses
+(timed, with their peak memory), parallel runs and the command line every experiment shares.
 
 Reproducible by construction: `seed:` and `dataset_num_proc: 1` in every config, one CPU
 thread per process (so float reductions do not depend on the core count), the GPU hidden.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,10 +19,13 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import yaml
 
 from axolotl_ual.toolkit import console_script, offline_env
+
+from .truth import training_split
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,9 @@ class Arm:
     name: str
     label: str
     keys: dict
-    data: str = "known"  # what the experiment feeds it (e.g. "elicited": the judge's u)
+    # which training rows the experiment feeds it, e.g. "known" / "elicited" (the judge's u) in
+    # the uncertainty mixture, "positives" / "all" in the point-wise preference experiment
+    data: str = "known"
 
 
 def subprocess_env() -> dict[str, str]:
@@ -90,34 +96,41 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-def run_logged(argv: list[str], log_file: Path, cwd: Path, log=print) -> None:
+class Usage(NamedTuple):
+    """What a subprocess took: its wall time and its own peak resident memory."""
+
+    seconds: float
+    peak_rss_mib: float
+
+
+def run_logged(argv: list[str], log_file: Path, cwd: Path, log=print) -> Usage:
     """Run `argv` with its output in `log_file`; its tail in the error if it fails."""
     started = time.monotonic()
     with open(log_file, "w") as handle:
-        result = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=subprocess_env(),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT
         )
-    if result.returncode != 0:
+        # wait4, not wait: it also returns the child's own resource usage (ru_maxrss in KiB)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
         tail = log_file.read_text()[-4000:]
         raise RuntimeError(
-            f"`{' '.join(argv)}` failed (exit {result.returncode}); log {log_file}:\n{tail}"
+            f"`{' '.join(argv)}` failed (exit {process.returncode}); log {log_file}:\n{tail}"
         )
-    log(f"  {log_file.parent.name}: {argv[1]} done in {time.monotonic() - started:.0f} s")
+    log(f"  {log_file.parent.name}: {argv[1]} done in {seconds:.0f} s")
+    return Usage(seconds, usage.ru_maxrss / 1024)
 
 
-def train(cfg: dict, run_dir: Path, log=print) -> Path:
-    """`axolotl train` on `cfg` (written to run_dir/config.yml, runnable on its own)."""
+def train(cfg: dict, run_dir: Path, log=print, launcher: str | None = None) -> Usage:
+    """`axolotl train` on `cfg` (written to run_dir/config.yml, runnable on its own). With
+    `launcher="python"` training runs in that one process, so its peak memory is the run's."""
     config = write_config(run_dir / "config.yml", cfg)
-    run_logged(
-        [console_script("axolotl"), "train", str(config)], run_dir / "train.log", run_dir, log
-    )
-    return run_dir
+    argv = [console_script("axolotl"), "train", str(config)]
+    if launcher is not None:
+        argv += ["--launcher", launcher]
+    return run_logged(argv, run_dir / "train.log", run_dir, log)
 
 
 def gather(futures: list[Future], also: list[Future] = ()) -> list:
@@ -156,46 +169,50 @@ def parser(doc: str, arms: list[str], results: Path, workdir: Path, smoke: dict)
         "--max-steps",
         type=int,
         default=None,
-        help="override the template's max_steps (changes the results)",
+        help="override the arms' max_steps (changes the results)",
     )
     p.add_argument(
         "--smoke",
         action="store_true",
-        help=f"CI version: {smoke} (unless --seeds/--arms/--max-steps say otherwise)",
+        help=f"CI version: {smoke} (where the command line says otherwise, it wins)",
     )
     return p
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None, smoke: dict) -> tuple:
-    """(args, split scale): with --smoke, the smoke settings where the command line has none."""
+    """(args, split scale): with --smoke, the smoke settings where the command line has none
+    (`seeds`, `arms`, `per_task_scale`, and any other option of `smoke` left unset, such as
+    `max_steps`)."""
     args = p.parse_args(argv)
-    scale = 1.0
-    if args.smoke:
-        given = set(argv if argv is not None else sys.argv[1:])
-        args.seeds = args.seeds if "--seeds" in given else smoke["seeds"]
-        args.arms = args.arms if "--arms" in given else smoke["arms"]
-        args.max_steps = args.max_steps or smoke["max_steps"]
-        scale = smoke["per_task_scale"]
-    return args, scale
+    if not args.smoke:
+        return args, 1.0
+    given = set(argv if argv is not None else sys.argv[1:])
+    args.seeds = args.seeds if "--seeds" in given else smoke["seeds"]
+    args.arms = args.arms if "--arms" in given else smoke["arms"]
+    for option, value in smoke.items():
+        if option not in ("seeds", "arms", "per_task_scale") and getattr(args, option) is None:
+            setattr(args, option, value)
+    return args, smoke["per_task_scale"]
 
 
-def scaled(per_task: dict[str, int], scale: float) -> dict[str, int]:
-    return {task: max(1, round(n * scale)) for task, n in per_task.items()}
+def scaled(per_task: dict[str, int], scale: float, minimum: int = 1) -> dict[str, int]:
+    """Rows per task at `scale` (--smoke), at least `minimum` each."""
+    return {task: max(minimum, round(n * scale)) for task, n in per_task.items()}
 
 
 class Experiment:
-    """Arms x seeds trained by `axolotl train` and evaluated in this process.
+    """Arms x seeds, each an `axolotl train` run evaluated in this process, and the command that
+    runs them all (`main`).
 
-    A subclass names its module under experiments/ (`name`), its arms and smoke settings, its
-    `setup` module (TEMPLATE, TRAIN_PER_TASK, TEST_PER_TASK, MODEL, H_MAX, test_rows,
-    train_rows, build_base_model) and its `reporting` module (`write`).
+    A subclass names its module under experiments/ (`name`), its `arms`, `smoke` settings and
+    work folder `marker`, and says how to `prepare` the work folder (data, base model), what one
+    arm and seed's `job` is (train, evaluate: its metrics), what results.json records of the
+    command (`settings`) and how to `report` the runs.
     """
 
     name: str
     arms: dict[str, Arm]
     smoke: dict
-    setup: ModuleType
-    reporting: ModuleType
     marker = ".experiment-workdir"  # the file that marks a work folder as this experiment's
 
     def __init__(
@@ -214,10 +231,75 @@ class Experiment:
         self.scale = per_task_scale
         self.log = log
         self.data = workdir / "data"
-        self.base = workdir / "base-model"
         self.runs = workdir / "runs"
 
+    # ------------------------------------------------------------------ the command line
+
+    @classmethod
+    def add_options(cls, p: argparse.ArgumentParser) -> None:
+        """Options of this experiment beyond the shared ones (`parser`)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, scale: float) -> Experiment:
+        return cls(args.workdir.resolve(), args.seeds, args.arms, args.max_steps, scale)
+
+    # ------------------------------------------------------------------ the steps
+
+    def reset(self) -> None:
+        """An empty work folder, marked as this experiment's."""
+        reset_workdir(self.workdir, self.marker, f"experiments.{self.name}.run")
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def job(self, arm: Arm, seed: int) -> dict:
+        raise NotImplementedError
+
+    def run(self, jobs: int) -> list[dict]:
+        """Train and evaluate every arm x seed, `jobs` at a time."""
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return gather(
+                [pool.submit(self.job, arm, seed) for seed in self.seeds for arm in self.arm_list]
+            )
+
+    def settings(self) -> dict:
+        raise NotImplementedError
+
+    def report(self, out: Path, results: list[dict], settings: dict) -> str:
+        """Write the results files; returns the markdown."""
+        raise NotImplementedError
+
+
+class TruthExperiment(Experiment):
+    """An experiment on prompts whose response distribution is known (`truth.py`): every arm
+    trains a shared base model from a config template, and is evaluated against the truth
+    (`evaluate.py`, token level and generated answers). The uncertainty mixture and Instruction
+    Modelling.
+
+    A subclass also names its `setup` module (TEMPLATE, TRAIN_PER_TASK, TEST_PER_TASK, MODEL,
+    H_MAX, make_split, build_base_model) and its `reporting` module (`write`).
+    """
+
+    setup: ModuleType
+    reporting: ModuleType
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base = self.workdir / "base-model"
+
     # ------------------------------------------------------------------ preparation
+
+    @classmethod
+    def test_rows(cls, scale: float = 1.0) -> list[dict]:
+        """The held-out split, the same for every seed."""
+        return cls.setup.make_split("test", scaled(cls.setup.TEST_PER_TASK, scale))
+
+    @classmethod
+    def train_rows(cls, split, held_out: list[dict], scale: float = 1.0) -> list[dict]:
+        """The training split `split` (a seed, or another name such as the uncertainty
+        mixture's "judge"), no prompt of `held_out` among them."""
+        per_task = scaled(cls.setup.TRAIN_PER_TASK, scale)
+        return training_split(cls.setup.make_split, split, held_out, per_task)
 
     def splits(self) -> list:
         """The training splits to write: one per seed."""
@@ -227,13 +309,12 @@ class Experiment:
         """An empty work folder, the base model, the test split and every training split."""
         from axolotl_ual.toolkit import write_jsonl
 
-        reset_workdir(self.workdir, self.marker, f"experiments.{self.name}.run")
+        self.reset()
         self.setup.build_base_model(self.base)
-        test = self.setup.test_rows(scaled(self.setup.TEST_PER_TASK, self.scale))
+        test = self.test_rows(self.scale)
         write_jsonl(self.test_file, test)
-        train_per_task = scaled(self.setup.TRAIN_PER_TASK, self.scale)
         for split in self.splits():
-            write_jsonl(self.train_file(split), self.setup.train_rows(split, test, train_per_task))
+            write_jsonl(self.train_file(split), self.train_rows(split, test, self.scale))
 
     def train_file(self, seed) -> Path:
         return self.data / f"train-{seed}.jsonl"
@@ -256,11 +337,11 @@ class Experiment:
             seed=seed,
             max_steps=self.max_steps,
         )
-        return train(cfg, run_dir, self.log)
+        train(cfg, run_dir, self.log)
+        return run_dir
 
     def evaluate(self, arm: Arm, seed: int, run_dir: Path, train_file: Path) -> dict:
-        """Every metric of the run's model (`harness.evaluate`), what axolotl logged, and
-        run_dir/metrics.json with both."""
+        """Every metric of the run's model (`harness.evaluate`) and what axolotl logged."""
         from axolotl_ual.toolkit import read_jsonl
 
         from .evaluate import evaluate_model
@@ -274,38 +355,31 @@ class Experiment:
         return metrics
 
     def job(self, arm: Arm, seed: int) -> dict:
+        """Train, evaluate, and run_dir/metrics.json with every metric."""
         run_dir = self.train(arm, seed, self.train_file(seed))
         metrics = self.evaluate(arm, seed, run_dir, self.train_file(seed))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         return metrics
 
-    def run(self, jobs: int) -> list[dict]:
-        """Train and evaluate every arm x seed, `jobs` at a time."""
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            return gather(
-                [pool.submit(self.job, arm, seed) for seed in self.seeds for arm in self.arm_list]
-            )
-
     # ------------------------------------------------------------------ results
 
-    @classmethod
-    def settings(cls, seeds, arms, max_steps, scale) -> dict:
+    def settings(self) -> dict:
         from .report import run_settings
 
         return run_settings(
-            cls.setup.TEMPLATE,
-            {name: cls.arms[name].keys for name in arms},
-            seeds,
-            max_steps,
-            scale,
-            train_rows_per_task=cls.setup.TRAIN_PER_TASK,
-            test_rows_per_task=cls.setup.TEST_PER_TASK,
-            model=cls.setup.MODEL,
-            H_MAX=cls.setup.H_MAX,
+            self.setup.TEMPLATE,
+            {arm.name: arm.keys for arm in self.arm_list},
+            self.seeds,
+            self.max_steps,
+            self.scale,
+            train_rows_per_task=self.setup.TRAIN_PER_TASK,
+            test_rows_per_task=self.setup.TEST_PER_TASK,
+            model=self.setup.MODEL,
+            H_MAX=self.setup.H_MAX,
         )
 
     def report(self, out: Path, results: list[dict], settings: dict) -> str:
-        """The results files (with the truth's own metrics); returns the markdown."""
+        """The results files, with the truth's own metrics."""
         from axolotl_ual.toolkit import read_jsonl
 
         from .evaluate import oracle_metrics
@@ -318,13 +392,14 @@ def main(cls: type[Experiment], doc: str, argv: list[str] | None) -> int:
     """An experiment's command: parse, prepare, run, report, print the tables and the time."""
     here = Path(sys.modules[cls.__module__].__file__).resolve().parent
     p = parser(doc, list(cls.arms), here / "results", here / "work", cls.smoke)
+    cls.add_options(p)
     args, scale = parse(p, argv, cls.smoke)
 
     import torch
 
     torch.set_num_threads(1)
     started = time.monotonic()
-    experiment = cls(args.workdir.resolve(), args.seeds, args.arms, args.max_steps, scale)
+    experiment = cls.from_args(args, scale)
     print(
         f"{cls.name.replace('_', ' ')}: arms {args.arms}, seeds {args.seeds}, {args.jobs} jobs, "
         f"work folder {experiment.workdir}",
@@ -332,9 +407,7 @@ def main(cls: type[Experiment], doc: str, argv: list[str] | None) -> int:
     )
     experiment.prepare()
     results = experiment.run(args.jobs)
-    table = experiment.report(
-        args.out, results, cls.settings(args.seeds, args.arms, args.max_steps, scale)
-    )
+    table = experiment.report(args.out, results, experiment.settings())
     elapsed = time.monotonic() - started
     print(table)
     print(

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..harness.runner import Arm
-from ..harness.truth import training_split
 from ..uncertainty_mixture.prepare import MODEL
 from .tasks import H_MAX as H_MAX  # u = H / H_MAX, recorded in results.json
 from .tasks import TASKS, make_split, vocabulary
@@ -60,17 +59,6 @@ ARMS = {
         ),
     )
 }
-
-
-def test_rows(per_task: dict[str, int] = TEST_PER_TASK) -> list[dict]:
-    return make_split("test", per_task)
-
-
-def train_rows(
-    seed: int | str, held_out: list[dict], per_task: dict[str, int] = TRAIN_PER_TASK
-) -> list[dict]:
-    """Training rows of `seed`; no held-out prompt among them."""
-    return training_split(make_split, seed, held_out, per_task)
 
 
 def build_base_model(out_dir: Path) -> Path:

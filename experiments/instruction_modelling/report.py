@@ -11,16 +11,17 @@ import math
 from pathlib import Path
 
 from ..harness.report import (
-    ARROWS,
     GENERATION,
     KL_SPLIT,
     arm_rows,
     by_arm,
     dig,
     generation_tables,
+    header,
     mean_std,
     number,
     paired_rows,
+    save_figure,
     table,
     write_results,
 )
@@ -67,7 +68,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
     ]
     rows = arm_rows(groups, LABELS, MAIN)
     rows.append(["truth (oracle)"] + [number(dig(oracle, path)) for _, path, _ in MAIN])
-    main_header = ["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in MAIN]
+    main_header = header(MAIN)
     lines += table(main_header, rows)
     if "sft" in groups and len(groups) > 1:
         lines += ["**Difference to SFT, paired by seed** (arm minus SFT)", ""]
@@ -91,7 +92,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
         + [number(guess[t]) for t in LOW_TASKS]
         + [""] * (2 * len(HIGH_TASKS))
     )
-    lines += table(["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in PER_TASK], rows)
+    lines += table(header(PER_TASK), rows)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -173,15 +174,14 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
         "response token NLL: training rows against held-out rows",
         truth=[0.0, 0.0, oracle["high"]["token_nll"], oracle["high"]["token_nll"]],
     )
-    seeds = sorted({r["seed"] for r in results})
-    fig.suptitle(
-        f"Instruction Modelling: tiny Llama via `axolotl train`, seeds {seeds} "
-        "(bars: mean ± std, dots: seeds, green dashes: truth, red: a guess)",
-        fontsize=11,
+    save_figure(
+        fig,
+        path,
+        "Instruction Modelling: tiny Llama via `axolotl train`",
+        results,
+        legend="green dashes: truth, red: a guess",
+        rect=(0, 0.04, 1, 1),  # room for the arms' legend below the panels
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
 
 
 def write(out: Path, results: list[dict], oracle: dict, settings_: dict) -> str:

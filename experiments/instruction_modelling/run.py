@@ -27,7 +27,7 @@ from .prepare import ARMS
 SMOKE = {"max_steps": 40, "per_task_scale": 0.2, "seeds": [0], "arms": ["sft", "im_smooth"]}
 
 
-class Experiment(runner.Experiment):
+class Experiment(runner.TruthExperiment):
     name = "instruction_modelling"
     arms = ARMS
     smoke = SMOKE

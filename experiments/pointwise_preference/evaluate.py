@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.harness.evaluate import HFScorer, Scorer, encode_rows, response_stats
+from ..harness.evaluate import HFScorer, Scorer, encode_rows, response_stats
 
 
 def scoring_rows(prompts: list[dict]) -> list[dict]:
@@ -89,15 +89,6 @@ def evaluate(tokenizer, scorer: Scorer, prompts: list[dict]) -> dict:
     return out
 
 
-class ModelScorer(HFScorer):
-    """`HFScorer` around a model already in memory."""
-
-    def __init__(self, model, pad_id: int):
-        self.model = model.eval()
-        self.vocab_size = model.config.vocab_size
-        self.pad_id = pad_id
-
-
 def load_model(model_dir: Path, base_model: Path):
     """A trained model in float32: a LoRA adapter is merged into the base it was trained on."""
     from transformers import AutoModelForCausalLM
@@ -114,5 +105,5 @@ def evaluate_model(model_dir: Path, base_model: Path, prompts: list[dict]) -> di
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    scorer = ModelScorer(load_model(model_dir, base_model), tokenizer.pad_token_id)
+    scorer = HFScorer(load_model(model_dir, base_model), tokenizer.pad_token_id)
     return evaluate(tokenizer, scorer, prompts)

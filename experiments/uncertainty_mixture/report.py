@@ -10,16 +10,17 @@ import math
 from pathlib import Path
 
 from ..harness.report import (
-    ARROWS,
     KL_SPLIT,
     arm_rows,
     by_arm,
     dig,
     fmt,
     generation_tables,
+    header,
     mean_std,
     number,
     paired_rows,
+    save_figure,
     table,
     write_results,
 )
@@ -95,7 +96,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
     groups = by_arm(results, ARMS)
     seeds = sorted({r["seed"] for r in results})
     lines = [f"Held-out test split; mean ± std over seeds {', '.join(map(str, seeds))}.", ""]
-    main_header = ["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in MAIN]
+    main_header = header(MAIN)
 
     lines += ["**Main metrics**", ""]
     rows = arm_rows(groups, LABELS, MAIN)
@@ -238,15 +239,7 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     )
     ax.set_title("KL(p‖q) per high-entropy task ↓", fontsize=10)
     ax.legend(fontsize=8)
-    seeds = sorted({r["seed"] for r in results})
-    fig.suptitle(
-        f"Uncertainty mixture: tiny Llama via `axolotl train`, seeds {seeds} "
-        "(bars: mean ± std, dots: seeds)",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, path, "Uncertainty mixture: tiny Llama via `axolotl train`", results)
 
 
 # ---------------------------------------------------------------------- files

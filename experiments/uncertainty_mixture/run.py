@@ -40,7 +40,7 @@ SMOKE = {
 }
 
 
-class Experiment(runner.Experiment):
+class Experiment(runner.TruthExperiment):
     name = "uncertainty_mixture"
     arms = ARMS
     smoke = SMOKE

@@ -3,26 +3,18 @@ configs side by side."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from experiments.harness.runner import arm_config
-from tests.support import REPO, axolotl_env
+from tests.support import run_command
 
 
 def run_smoke(module: str, root: Path) -> tuple[Path, Path, str]:
     """`python -m <module> --smoke` into root/work and root/out: (work, out, its output)."""
     work, out = root / "work", root / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--smoke", "--workdir", str(work), "--out", str(out)],
-        cwd=REPO,
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
+    result = run_command(
+        [sys.executable, "-m", module, "--smoke", "--workdir", str(work), "--out", str(out)]
     )
     assert result.returncode == 0, result.stdout[-6000:]
     return work, out, result.stdout

@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import chisquare
 
 from experiments.instruction_modelling import prepare
+from experiments.instruction_modelling.run import Experiment
 from experiments.instruction_modelling.tasks import (
     DIE,
     FIELDS,
@@ -109,7 +110,7 @@ def test_the_regime_is_long_instructions_and_short_responses(tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(prepare.build_base_model(tmp_path / "m"))
-    test = prepare.test_rows()
+    test = Experiment.test_rows()
     instruction = [len(tokenizer.encode(r["messages"][0]["content"])) for r in test]
     response = [len(tokenizer.encode(r["messages"][1]["content"])) + 1 for r in test]  # + eot
     assert min(instruction) >= 60 and max(response) <= 4
@@ -122,13 +123,14 @@ def test_the_regime_is_long_instructions_and_short_responses(tmp_path):
 
 
 def test_splits_are_seeded_and_held_out_prompts_never_train():
-    test = prepare.test_rows()
-    assert test == prepare.test_rows()
-    train = prepare.train_rows(0, test)
-    assert train == prepare.train_rows(0, test) and train != prepare.train_rows(1, test)
+    test = Experiment.test_rows()
+    assert test == Experiment.test_rows()
+    train = Experiment.train_rows(0, test)
+    assert train == Experiment.train_rows(0, test) and train != Experiment.train_rows(1, test)
     held_out = {r["messages"][0]["content"] for r in test}
     for seed in (0, 1, 2):
-        assert not held_out & {r["messages"][0]["content"] for r in prepare.train_rows(seed, test)}
+        trained = {r["messages"][0]["content"] for r in Experiment.train_rows(seed, test)}
+        assert not held_out & trained
     assert Counter(r["task"] for r in train) == Counter(prepare.TRAIN_PER_TASK)
     assert Counter(r["task"] for r in test) == Counter(prepare.TEST_PER_TASK)
     assert sum(prepare.TRAIN_PER_TASK.values()) == 240  # few samples
