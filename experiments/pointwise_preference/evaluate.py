@@ -3,7 +3,7 @@
 For each held-out prompt x with its good response g and bad response b (both known, see
 `data.py`), the model's log-probabilities of the response tokens, each response followed by the
 end-of-turn token: exactly the tokens axolotl's `chat_template` strategy and TRL's KTOTrainer
-train on (the tokenization is `uncertainty_mixture.evaluate.encode_rows`).
+train on (the tokenization is `harness.evaluate.encode_rows`).
 
 - `good_token_logp` / `bad_token_logp`: the mean over prompts of the response's mean per-token
   log-probability (ULMA's per-token average), and `token_margin`, their difference;
@@ -12,7 +12,8 @@ train on (the tokenization is `uncertainty_mixture.evaluate.encode_rows`).
   those sums;
 - `preference_accuracy`: the share of prompts where q(g | x) > q(b | x).
 
-Overall and per task. Models are read through the uncertainty-mixture experiment's `Scorer`s.
+Overall and per task. Models are read through the shared `Scorer`s
+(`experiments/harness/evaluate.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.uncertainty_mixture.evaluate import HFScorer, Scorer, encode_rows, response_stats
+from ..harness.evaluate import HFScorer, Scorer, encode_rows, response_stats
 
 
 def scoring_rows(prompts: list[dict]) -> list[dict]:
@@ -88,15 +89,6 @@ def evaluate(tokenizer, scorer: Scorer, prompts: list[dict]) -> dict:
     return out
 
 
-class ModelScorer(HFScorer):
-    """`HFScorer` around a model already in memory."""
-
-    def __init__(self, model, pad_id: int):
-        self.model = model.eval()
-        self.vocab_size = model.config.vocab_size
-        self.pad_id = pad_id
-
-
 def load_model(model_dir: Path, base_model: Path):
     """A trained model in float32: a LoRA adapter is merged into the base it was trained on."""
     from transformers import AutoModelForCausalLM
@@ -113,5 +105,5 @@ def evaluate_model(model_dir: Path, base_model: Path, prompts: list[dict]) -> di
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    scorer = ModelScorer(load_model(model_dir, base_model), tokenizer.pad_token_id)
+    scorer = HFScorer(load_model(model_dir, base_model), tokenizer.pad_token_id)
     return evaluate(tokenizer, scorer, prompts)

@@ -13,10 +13,10 @@ Fixed before any held-out result was seen (see experiments/README.md, "Protocol"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.uncertainty_mixture.prepare import build_base_model, write_config  # noqa: F401
+from ..harness.runner import Arm
+from ..uncertainty_mixture.prepare import build_base_model  # noqa: F401
 
 CPU = {
     "bf16": False,
@@ -62,19 +62,8 @@ COMMON = {
     "save_only_model": True,
 }
 
-HARNESS = "experiments.pointwise_preference.harness.HarnessPlugin"
+PROBE = "experiments.pointwise_preference.probe.ProbePlugin"
 UAL = "axolotl_ual.UALPlugin"
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A training arm: its name, which training rows it sees, and its own config keys."""
-
-    name: str
-    label: str
-    rows: str  # "positives": the label-1 rows only; "all": every row with its label
-    path: str  # "ual": the UAL plugin's SFT path; "kto": axolotl's rl: kto (TRL's KTOTrainer)
-    keys: dict
 
 
 def _ual(objective: str, **keys) -> dict:
@@ -87,36 +76,41 @@ def _ual(objective: str, **keys) -> dict:
     }
 
 
+# an arm's `data`: "positives", the label-1 rows only; "all", every row with its label
 ARMS = {
     arm.name: arm
     for arm in (
-        Arm("sft", "SFT on positives", "positives", "ual", _ual("sft")),
-        Arm("ulma", "ULMA", "all", "ual", _ual("ulma", ual_preference_beta=0.1)),
+        Arm("sft", "SFT on positives", _ual("sft"), data="positives"),
+        Arm("ulma", "ULMA", _ual("ulma", ual_preference_beta=0.1), data="all"),
         Arm(
             "kto",
             "KTO (rl: kto)",
-            "all",
-            "kto",
             {
                 "rl": "kto",
                 "rl_beta": 0.1,
                 "kto_desirable_weight": 1.0,
                 "kto_undesirable_weight": 1.0,
             },
+            data="all",
         ),
         Arm(
             "pointwise_dpo",
             "point-wise DPO",
-            "all",
-            "ual",
             _ual("pointwise_dpo", ual_preference_beta=0.1),
+            data="all",
         ),
     )
 }
 
 
-def _dataset(path: str, train_file: Path) -> dict:
-    if path == "kto":
+def is_kto(arm: Arm) -> bool:
+    """Whether the arm trains on axolotl's `rl: kto` path (TRL's KTOTrainer) rather than the
+    UAL plugin's SFT path."""
+    return arm.keys.get("rl") == "kto"
+
+
+def _dataset(kto: bool, train_file: Path) -> dict:
+    if kto:
         # prompt / completion / label rows, written in chatml like the tiny model's template
         return {"path": str(train_file), "type": "chatml.prompt_pairs", "split": "train"}
     return {
@@ -132,7 +126,7 @@ def base_config(*, model: Path, train_file: Path, run_dir: Path, max_steps: int 
         "base_model": str(model),
         "plugins": [UAL],
         **_ual("sft"),
-        "datasets": [_dataset("ual", train_file)],
+        "datasets": [_dataset(False, train_file)],
         "chat_template": "tokenizer_default",
         "sequence_len": 64,
         "gradient_accumulation_steps": 1,
@@ -152,13 +146,13 @@ def base_config(*, model: Path, train_file: Path, run_dir: Path, max_steps: int 
 def arm_config(
     arm: Arm, *, base_model: Path, train_file: Path, run_dir: Path, seed: int, max_steps=None
 ) -> dict:
-    """One arm and seed: the common keys, the arm's path and keys, the harness plugin."""
+    """One arm and seed: the common keys, the arm's path and keys, the probe plugin."""
     cfg = {"base_model": str(base_model), **COMMON, **CPU, "seed": seed}
-    if arm.path == "kto":
-        cfg.update(plugins=[HARNESS], remove_unused_columns=False)
+    if is_kto(arm):
+        cfg.update(plugins=[PROBE], remove_unused_columns=False)
     else:
         cfg.update(
-            plugins=[UAL, HARNESS],
+            plugins=[UAL, PROBE],
             chat_template="tokenizer_default",
             # axolotl's SFT path pads every batch to a multiple of 64 tokens by default, KTO's
             # collator to its longest row: rows are 26-31 tokens, so 8 gives 32 and every arm
@@ -166,7 +160,7 @@ def arm_config(
             pad_to_multiple_of=8,
         )
     cfg.update(arm.keys)
-    cfg["datasets"] = [_dataset(arm.path, train_file)]
+    cfg["datasets"] = [_dataset(is_kto(arm), train_file)]
     if max_steps is not None:
         cfg["max_steps"] = max_steps
     cfg["save_steps"] = cfg["max_steps"]  # one checkpoint, at the end: its trainer_state.json

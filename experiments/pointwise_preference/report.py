@@ -1,8 +1,7 @@
 """Aggregate the runs over seeds and write results.md, results.json and results.png.
 
-Means and sample standard deviations over seeds (the uncertainty-mixture experiment's
-formatting); differences to SFT are paired by seed (the same training split and order).
-Numbers are rounded only when written, so the files are the same on every re-run.
+Means ± sample standard deviations over seeds and paired differences to SFT on the positives
+(the same training split and order), as described in `experiments/harness/report.py`.
 """
 
 from __future__ import annotations
@@ -11,21 +10,23 @@ import math
 import statistics
 from pathlib import Path
 
-from experiments.common import (
+from ..harness.report import (
+    arm_rows,
+    by_arm,
     dig,
     fmt,
-    group_by_arm,
-    markdown_table,
+    header,
     mean_std,
     number,
-    paired_difference_rows,
+    paired_rows,
     save_figure,
+    table,
     write_results,
 )
-
 from . import data, prepare
 from .prepare import ARMS
 
+LABELS = {name: arm.label for name, arm in ARMS.items()}
 BASE_LABEL = "base model (the reference)"
 
 # (column title, path into a run's metrics, "higher" | "lower" is better)
@@ -44,7 +45,6 @@ COST = [
     ("RSS growth in training, MiB", ("cost", "training_rss_growth_mib"), "{:.0f}"),
     ("axolotl train, s", ("cost", "run_s"), "{:.0f}"),
 ]
-ARROWS = {"higher": "↑", "lower": "↓"}
 SHORT = {
     "good_prob": "q(good) ↑",
     "bad_prob": "q(bad) ↓",
@@ -86,23 +86,8 @@ def settings(seeds, arms, max_steps, base_steps, scale) -> dict:
     }
 
 
-def by_arm(results: list[dict]) -> dict[str, list[dict]]:
-    return group_by_arm(results, ARMS)
-
-
-def main_table(results: list[dict], base: dict) -> list[str]:
-    rows = [[BASE_LABEL] + [number(dig(base, path)) for _, path, _ in MAIN]]
-    rows += [
-        [ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path, _ in MAIN]
-        for name, runs in by_arm(results).items()
-    ]
-    return markdown_table(
-        ["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in MAIN], rows
-    )
-
-
 def markdown(results: list[dict], base: dict) -> str:
-    groups = by_arm(results)
+    groups = by_arm(results, ARMS)
     seeds = sorted({r["seed"] for r in results})
     lines = [
         f"Held-out split ({base['all']['prompts']} prompts, each with its good and its bad "
@@ -110,17 +95,13 @@ def markdown(results: list[dict], base: dict) -> str:
         "",
         "**Held-out likelihood of the good and the bad responses**",
         "",
-        *main_table(results, base),
     ]
+    rows = [[BASE_LABEL] + [number(dig(base, path)) for _, path, _ in MAIN]]
+    lines += table(header(MAIN), rows + arm_rows(groups, LABELS, MAIN))
 
     if "sft" in groups and len(groups) > 1:
         lines += ["**Difference to SFT on the positives, paired by seed** (arm minus SFT)", ""]
-        rows = paired_difference_rows(
-            groups, "sft", [path for _, path, _ in MAIN], lambda name: ARMS[name].label
-        )
-        lines += markdown_table(
-            ["arm"] + [f"{title} {ARROWS[better]}" for title, _, better in MAIN], rows
-        )
+        lines += table(header(MAIN), paired_rows(groups, LABELS, MAIN, "sft"))
 
     lines += ["**Cost** (time per training step: median over steps; memory: see README)", ""]
     rows = []
@@ -131,8 +112,8 @@ def markdown(results: list[dict], base: dict) -> str:
             cells.append(
                 style.format(mean) + ("" if math.isnan(std) else f" ± {style.format(std)}")
             )
-        rows.append([ARMS[name].label, *cells])
-    lines += markdown_table(["arm"] + [title for title, _, _ in COST], rows)
+        rows.append([LABELS[name], *cells])
+    lines += table(["arm"] + [title for title, _, _ in COST], rows)
 
     tasks = [t for t in data.TASKS if t in base["tasks"]]
     for title, keys in (
@@ -146,14 +127,13 @@ def markdown(results: list[dict], base: dict) -> str:
         ),
     ):
         lines += [title, ""]
-        header = ["arm"] + [f"{t}: {SHORT[k]}" for t in tasks for k in keys]
+        columns = ["arm"] + [f"{t}: {SHORT[k]}" for t in tasks for k in keys]
         rows = [[BASE_LABEL] + [number(base["tasks"][t][k]) for t in tasks for k in keys]]
         rows += [
-            [ARMS[name].label]
-            + [fmt([r["tasks"][t][k] for r in runs]) for t in tasks for k in keys]
+            [LABELS[name]] + [fmt([r["tasks"][t][k] for r in runs]) for t in tasks for k in keys]
             for name, runs in groups.items()
         ]
-        lines += markdown_table(header, rows)
+        lines += table(columns, rows)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -163,7 +143,7 @@ def plot(path: Path, results: list[dict], base: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = by_arm(results)
+    groups = by_arm(results, ARMS)
     names = list(groups)
     labels = [ARMS[n].label.replace(" (", "\n(").replace(" on ", "\non ") for n in names]
     colors = [COLORS[n] for n in names]
@@ -218,10 +198,6 @@ def plot(path: Path, results: list[dict], base: dict) -> None:
 
 def write(out: Path, results: list[dict], base: dict, settings_: dict) -> str:
     """results.md (the tables), results.json (every number) and results.png; returns the md."""
-    runs = sorted(results, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
     return write_results(
-        out,
-        markdown(results, base),
-        {"settings": settings_, "base": base, "runs": runs},
-        lambda path: plot(path, results, base),
+        out, markdown(results, base), results, base, settings_, ARMS, plot, reference_name="base"
     )

@@ -10,11 +10,10 @@ Fixed by design, before any result was seen (see experiments/README.md, "Protoco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from ..harness.runner import Arm
+from .tasks import H_MAX as H_MAX  # u = H / H_MAX, recorded in results.json
 from .tasks import HIGH_TASKS, LOW_TASKS, TASKS, make_split
 
 HERE = Path(__file__).resolve().parent
@@ -26,16 +25,6 @@ TEST_PER_TASK = {**dict.fromkeys(LOW_TASKS, 100), **dict.fromkeys(HIGH_TASKS, 50
 TOKENIZER_PER_TASK = dict.fromkeys(TASKS, 100)
 
 MODEL = {"vocab_size": 512, "hidden_size": 128, "num_layers": 2, "num_heads": 4, "seed": 0}
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A training arm: its name, the ual_* keys it sets, and which uncertainties it trains on."""
-
-    name: str
-    label: str
-    keys: dict
-    data: str = "known"  # "known": the true u; "elicited": the judge's u
 
 
 ARMS = {
@@ -64,18 +53,6 @@ ARMS = {
 JUDGE = Arm("judge", "judge (SFT)", ARMS["sft"].keys)
 
 
-def test_rows(per_task: dict[str, int] = TEST_PER_TASK) -> list[dict]:
-    return make_split("test", per_task)
-
-
-def train_rows(
-    seed: int | str, held_out: list[dict], per_task: dict[str, int] = TRAIN_PER_TASK
-) -> list[dict]:
-    """Training rows of `seed` ("judge" for the judge's split); no held-out prompt among them."""
-    exclude = [r["messages"][0]["content"] for r in held_out]
-    return make_split(f"train {seed}", per_task, exclude=exclude)
-
-
 def build_base_model(out_dir: Path) -> Path:
     """The shared random-init tiny Llama, with a BPE tokenizer fitted to the task mixture.
 
@@ -91,37 +68,3 @@ def build_base_model(out_dir: Path) -> Path:
         y for task in TASKS.values() for _, responses, _ in task.contents() for y in responses
     ]
     return build_tiny_model(out_dir, corpus, **MODEL)
-
-
-def arm_config(
-    arm: Arm,
-    *,
-    base_model: Path,
-    train_file: Path,
-    test_file: Path,
-    run_dir: Path,
-    seed: int,
-    max_steps: int | None = None,
-) -> dict:
-    """The axolotl config of one arm and seed: the template plus the arm's ual_* keys."""
-    cfg = yaml.safe_load(TEMPLATE.read_text())
-    cfg.update(arm.keys)
-    cfg["base_model"] = str(base_model)
-    cfg["datasets"][0]["path"] = str(train_file)
-    cfg["test_datasets"][0]["path"] = str(test_file)
-    cfg["dataset_prepared_path"] = str(run_dir / "prepared")
-    cfg["output_dir"] = str(run_dir / "model")
-    cfg["seed"] = seed
-    if max_steps is not None:
-        cfg["max_steps"] = max_steps
-    steps = cfg["max_steps"]
-    # evaluate (axolotl's bucketed eval metrics) and keep trainer_state.json once, at the end
-    cfg["eval_steps"] = steps
-    cfg["save_steps"] = steps
-    return cfg
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path

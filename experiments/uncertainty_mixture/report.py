@@ -1,39 +1,39 @@
 """Aggregate the per-run metrics over seeds and write results.md, results.json and results.png.
 
-Means and sample standard deviations (ddof = 1) over seeds; "vs SFT" differences are paired by
-seed (same training data and data order), which removes the variation the arms share. Numbers
-are rounded only when printed (3 decimals in the tables, 6 in results.json), so the files are
-the same on every re-run of the same seeds.
+Means ± sample standard deviations over seeds and paired differences to SFT, as described in
+`experiments/harness/report.py`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from experiments.common import (
+from ..harness.report import (
+    KL_SPLIT,
+    arm_rows,
+    by_arm,
     dig,
     fmt,
-    group_by_arm,
-    markdown_table,
+    generation_tables,
+    header,
     mean_std,
     number,
-    paired_difference_rows,
+    paired_rows,
     save_figure,
+    table,
     write_results,
 )
-
-from . import prepare
 from .prepare import ARMS
 from .tasks import H_MAX, HIGH_TASKS, LOW_TASKS
+
+LABELS = {name: arm.label for name, arm in ARMS.items()}
 
 # (column title, path into a run's metrics, "higher" | "lower" is better)
 MAIN = [
     ("low-entropy exact match", ("low", "exact_match"), "higher"),
     ("high-entropy KL(p‖q)", ("high", "kl"), "lower"),
-    ("= KL within valid answers", ("high", "kl_valid"), "lower"),
-    ("+ -log q(valid answers)", ("high", "neg_log_mass"), "lower"),
+    *KL_SPLIT,
     ("ECE, all tokens", ("all", "ece"), "lower"),
     ("ECE, low", ("low", "ece"), "lower"),
     ("ECE, high", ("high", "ece"), "lower"),
@@ -47,27 +47,6 @@ CONTEXT = [
     ("train token NLL, high", ("train_token_nll", "high")),
     ("final train loss (as trained)", ("axolotl", "final_loss")),
 ]
-
-
-# ---------------------------------------------------------------------- per-run extras
-
-
-def axolotl_logs(model_dir: Path) -> dict:
-    """What axolotl logged (trainer_state.json of the final checkpoint): the last training
-    loss (the smoothed objective each arm optimizes) and the final bucketed eval metrics."""
-    checkpoints = sorted(
-        Path(model_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
-    )
-    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
-    losses = [r for r in history if "loss" in r]
-    evals = [r for r in history if "eval_ual_nll" in r]
-    final_eval = {k: v for k, v in evals[-1].items() if k.startswith("eval_ual_")} if evals else {}
-    return {
-        "final_loss": losses[-1]["loss"],
-        "ual_epsilon_mean": losses[-1].get("ual_epsilon_mean"),
-        "steps": history[-1].get("step"),
-        "eval": final_eval,
-    }
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -110,82 +89,29 @@ def elicitation_summary(rows: list[dict]) -> dict:
     }
 
 
-def oracle_metrics(base_model: Path, test: list[dict]) -> dict:
-    """The metrics of the true distribution itself (what a perfect model would score)."""
-    from transformers import AutoTokenizer
-
-    from .evaluate import evaluate, oracle_scorer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    return evaluate(tokenizer, oracle_scorer(tokenizer, test), test)
-
-
-def settings(seeds, arms, max_steps, scale) -> dict:
-    import yaml
-
-    template = yaml.safe_load(prepare.TEMPLATE.read_text())
-    return {
-        "seeds": list(seeds),
-        "arms": {name: ARMS[name].keys for name in arms},
-        "max_steps": max_steps or template["max_steps"],
-        "split_scale": scale,
-        "train_rows_per_task": prepare.TRAIN_PER_TASK,
-        "test_rows_per_task": prepare.TEST_PER_TASK,
-        "model": prepare.MODEL,
-        "H_MAX": H_MAX,
-        "training": {
-            k: template[k]
-            for k in (
-                "learning_rate",
-                "lr_scheduler",
-                "warmup_steps",
-                "micro_batch_size",
-                "optimizer",
-                "weight_decay",
-            )
-        },
-    }
-
-
 # ---------------------------------------------------------------------- tables
 
 
-def by_arm(results: list[dict]) -> dict[str, list[dict]]:
-    return group_by_arm(results, ARMS)
-
-
 def markdown(results: list[dict], oracle: dict) -> str:
-    groups = by_arm(results)
+    groups = by_arm(results, ARMS)
     seeds = sorted({r["seed"] for r in results})
     lines = [f"Held-out test split; mean ± std over seeds {', '.join(map(str, seeds))}.", ""]
+    main_header = header(MAIN)
 
-    def table(header: list[str], rows: list[list[str]]) -> None:
-        lines.extend(markdown_table(header, rows))
-
-    arrows = {"higher": "↑", "lower": "↓"}
-    lines.append("**Main metrics**")
-    lines.append("")
-    rows = [
-        [ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path, _ in MAIN]
-        for name, runs in groups.items()
-    ]
+    lines += ["**Main metrics**", ""]
+    rows = arm_rows(groups, LABELS, MAIN)
     rows.append(["truth (oracle)"] + [number(dig(oracle, path)) for _, path, _ in MAIN])
-    table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
+    lines += table(main_header, rows)
 
     if "sft" in groups and len(groups) > 1:
-        lines.append("**Difference to SFT, paired by seed** (arm minus SFT)")
-        lines.append("")
-        rows = paired_difference_rows(
-            groups, "sft", [path for _, path, _ in MAIN], lambda name: ARMS[name].label
-        )
-        table(["arm"] + [f"{title} {arrows[better]}" for title, _, better in MAIN], rows)
+        lines += ["**Difference to SFT, paired by seed** (arm minus SFT)", ""]
+        lines += table(main_header, paired_rows(groups, LABELS, MAIN, "sft"))
 
-    lines.append("**Context**")
-    lines.append("")
-    rows = [
-        [ARMS[name].label] + [fmt([dig(r, path) for r in runs]) for _, path in CONTEXT]
-        for name, runs in groups.items()
-    ]
+    if all("generation" in r for r in results):
+        lines += generation_tables(groups, LABELS, oracle["generation_truth"], "sft")
+
+    lines += ["**Context**", ""]
+    rows = arm_rows(groups, LABELS, CONTEXT)
     truth = {
         ("high", "ce"): number(dig(oracle, ("high", "ce"))),
         ("high", "support_mass"): "1.000",
@@ -193,30 +119,30 @@ def markdown(results: list[dict], oracle: dict) -> str:
         ("high", "token_nll"): number(dig(oracle, ("high", "token_nll"))),
     }
     rows.append(["truth (oracle)"] + [truth.get(path, "") for _, path in CONTEXT])
-    table(["arm"] + [title for title, _ in CONTEXT], rows)
+    lines += table(["arm"] + [title for title, _ in CONTEXT], rows)
 
-    lines.append(
-        "**Per task**: exact match (low-entropy tasks), KL(p‖q) in nats (high-entropy tasks)"
-    )
-    lines.append("")
+    lines += [
+        "**Per task**: exact match (low-entropy tasks), KL(p‖q) in nats (high-entropy tasks)",
+        "",
+    ]
     rows = []
     for name, runs in groups.items():
         rows.append(
-            [ARMS[name].label]
+            [LABELS[name]]
             + [fmt([r["tasks"][t]["exact_match"] for r in runs]) for t in LOW_TASKS]
             + [fmt([r["tasks"][t]["kl"] for r in runs]) for t in HIGH_TASKS]
         )
     entropies = [number(oracle["tasks"][t]["entropy"]) for t in HIGH_TASKS]
     rows.append([r"H(Y\|x) of the task"] + [""] * len(LOW_TASKS) + entropies)
-    table(["arm"] + [f"{t} EM" for t in LOW_TASKS] + [f"{t} KL" for t in HIGH_TASKS], rows)
+    lines += table(["arm"] + [f"{t} EM" for t in LOW_TASKS] + [f"{t} KL" for t in HIGH_TASKS], rows)
 
     elicited = [r for r in results if "elicitation" in r]
     if elicited:
-        lines.append(
+        lines += [
             "**The judge's uncertainty** (entropy method) on the training splits: mean u "
-            "per task, and its rank correlation with the known u"
-        )
-        lines.append("")
+            "per task, and its rank correlation with the known u",
+            "",
+        ]
         tasks = (*LOW_TASKS, *HIGH_TASKS)
         rows = [
             ["known u = H / H_MAX"]
@@ -228,7 +154,7 @@ def markdown(results: list[dict], oracle: dict) -> str:
             + [fmt([r["elicitation"]["mean_u_by_task"][t] for r in elicited]) for t in tasks]
             + [fmt([r["elicitation"]["spearman_known"] for r in elicited])]
         )
-        table(["u", *list(tasks), "Spearman vs known"], rows)
+        lines += table(["u", *list(tasks), "Spearman vs known"], rows)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -241,7 +167,7 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = by_arm(results)
+    groups = by_arm(results, ARMS)
     names = list(groups)
     labels = [ARMS[n].label.replace(", ", ",\n") for n in names]
     colors = ["#7f7f7f", "#1f77b4", "#d62728", "#ff7f0e"][: len(names)]
@@ -321,10 +247,4 @@ def plot(path: Path, results: list[dict], oracle: dict) -> None:
 
 def write(out: Path, results: list[dict], oracle: dict, settings_: dict) -> str:
     """results.md (the tables), results.json (every number) and results.png; returns the md."""
-    runs = sorted(results, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))
-    return write_results(
-        out,
-        markdown(results, oracle),
-        {"settings": settings_, "oracle": oracle, "runs": runs},
-        lambda path: plot(path, results, oracle),
-    )
+    return write_results(out, markdown(results, oracle), results, oracle, settings_, ARMS, plot)

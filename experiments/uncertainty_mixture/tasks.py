@@ -21,13 +21,14 @@ PYTHONHASHSEED), so a split is the same on every machine and Python version this
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-LOW = "low"  # one correct answer: u = 0
-HIGH = "high"  # answers drawn from a known distribution: u = H / H_MAX
+from ..harness import truth
+from ..harness.truth import HIGH, LOW, Prompt, entropy, uniform, zipf
+
+# LOW tasks have one correct answer (u = 0), HIGH tasks a known distribution (u = H / H_MAX)
 
 NAMES = (
     "ana",
@@ -106,49 +107,6 @@ ANIMALS = ("cat", "dog", "cow", "owl", "bee", "ant", "yak", "eel", "hen", "ram",
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """A user message and its true response distribution p(y | message)."""
-
-    task: str
-    kind: str
-    text: str
-    responses: tuple[str, ...]
-    probs: tuple[float, ...]
-
-    def __post_init__(self):
-        if len(set(self.responses)) != len(self.responses):
-            raise ValueError(f"{self.task}: two options are the same string: {self.responses}")
-        if abs(sum(self.probs) - 1.0) > 1e-12 or min(self.probs) <= 0:
-            raise ValueError(f"{self.task}: probabilities must be positive and sum to 1")
-
-    @property
-    def entropy(self) -> float:
-        """H(Y | x) in nats: what an ideal model's cross entropy on this prompt would be."""
-        return entropy(self.probs)
-
-    def sample(self, rng: random.Random) -> str:
-        if len(self.responses) == 1:
-            return self.responses[0]
-        return rng.choices(self.responses, weights=self.probs)[0]
-
-
-def entropy(probs: Iterable[float]) -> float:
-    return 0.0 - sum(p * math.log(p) for p in probs if p > 0)  # 0.0, not -0.0, for one answer
-
-
-def _uniform(options: Iterable[str]) -> tuple[tuple[str, ...], tuple[float, ...]]:
-    options = tuple(options)
-    return options, (1.0 / len(options),) * len(options)
-
-
-def _zipf(options: Iterable[str]) -> tuple[tuple[str, ...], tuple[float, ...]]:
-    options = tuple(options)
-    weights = [1.0 / (rank + 1) for rank in range(len(options))]
-    total = sum(weights)
-    return options, tuple(w / total for w in weights)
-
-
-@dataclass(frozen=True)
 class Task:
     """A named task: `content(rng)` draws an instruction and its response distribution."""
 
@@ -175,24 +133,24 @@ def _lookup(rng):
 
 
 def _coin(rng):
-    return ("flip a coin", *_uniform(("heads", "tails")))
+    return ("flip a coin", *uniform(("heads", "tails")))
 
 
 def _die(rng):
-    return ("roll a die", *_uniform(str(i) for i in range(1, 7)))
+    return ("roll a die", *uniform(str(i) for i in range(1, 7)))
 
 
 def _fruit(rng):
-    return ("name a fruit", *_zipf(FRUITS))
+    return ("name a fruit", *zipf(FRUITS))
 
 
 def _animal(rng):
-    return ("name an animal", *_uniform(ANIMALS))
+    return ("name an animal", *uniform(ANIMALS))
 
 
 def _number(rng, k=None):
     k = rng.randrange(2, 10) if k is None else k
-    return (f"pick a number up to {k}", *_uniform(str(i) for i in range(1, k + 1)))
+    return (f"pick a number up to {k}", *uniform(str(i) for i in range(1, k + 1)))
 
 
 def _sunny(rng):
@@ -243,48 +201,16 @@ def draw_prompt(task: Task, rng: random.Random) -> Prompt:
 
 
 def row(prompt: Prompt, response: str) -> dict:
-    """A chat row for axolotl (`messages`, `uncertainty`) plus what evaluation needs."""
-    return {
-        "messages": [
-            {"role": "user", "content": prompt.text},
-            {"role": "assistant", "content": response},
-        ],
-        "uncertainty": round(prompt.entropy / H_MAX, 6),
-        "task": prompt.task,
-        "kind": prompt.kind,
-        "entropy": prompt.entropy,
-        "responses": list(prompt.responses),
-        "probs": list(prompt.probs),
-    }
+    """A chat row for axolotl (`messages`, `uncertainty` = H / H_MAX) plus what evaluation needs."""
+    return truth.row(prompt, response, H_MAX)
 
 
-def make_split(seed: str, per_task: dict[str, int], exclude: Iterable[str] = ()) -> list[dict]:
-    """`per_task[name]` rows of each task, in a seeded random order.
-
-    A prompt whose text is in `exclude` (e.g. the held-out prompts) is drawn again, so held-out
-    prompts never appear verbatim in a training split. The response of every row is a draw from
-    the prompt's distribution, with the split's own random stream.
-    """
-    rng = random.Random(f"uncertainty-mixture {seed}")
-    excluded = set(exclude)
-    rows = []
-    for name, count in per_task.items():
-        task = TASKS[name]
-        for _ in range(count):
-            prompt = draw_prompt(task, rng)
-            while prompt.text in excluded:
-                prompt = draw_prompt(task, rng)
-            rows.append(row(prompt, prompt.sample(rng)))
-    rng.shuffle(rows)
-    return rows
-
-
-def prompt_of(row_: dict) -> Prompt:
-    """The `Prompt` a row was made from (its text and its true distribution)."""
-    return Prompt(
-        row_["task"],
-        row_["kind"],
-        row_["messages"][0]["content"],
-        tuple(row_["responses"]),
-        tuple(row_["probs"]),
+def make_split(seed: str, per_task: dict[str, int], exclude=()) -> list[dict]:
+    """`per_task[name]` rows of each task, in a seeded random order; no prompt of `exclude`."""
+    return truth.draw_rows(
+        random.Random(f"uncertainty-mixture {seed}"),
+        per_task,
+        lambda name, rng: draw_prompt(TASKS[name], rng),
+        row,
+        exclude,
     )

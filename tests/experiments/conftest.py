@@ -1,4 +1,4 @@
-"""Fixtures of the experiments' metric tests: the task mixture's tokenizer with a small model."""
+"""A small random model with the uncertainty mixture's tokenizer, for the metric tests."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.uncertainty_mixture.evaluate import OracleScorer, encode_rows
+from experiments.harness.evaluate import OracleScorer, encode_rows
 
 
 def believing(tokenizer, rows, belief) -> OracleScorer:

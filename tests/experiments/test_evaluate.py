@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.uncertainty_mixture import prepare
-from experiments.uncertainty_mixture.evaluate import (
+from experiments.harness.evaluate import (
     HFScorer,
     OracleScorer,
     encode_rows,
@@ -17,9 +16,11 @@ from experiments.uncertainty_mixture.evaluate import (
     expected_calibration_error,
     oracle_scorer,
 )
+from experiments.uncertainty_mixture import prepare
 from experiments.uncertainty_mixture.report import ranks, spearman
 from experiments.uncertainty_mixture.tasks import TASKS, make_split
 from tests.experiments.fakes import believing
+from tests.experiments.helpers import arm_configs, differing_keys
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +120,7 @@ def test_ranks_and_spearman():
 
 
 def test_configs_differ_only_in_the_arm_keys(tmp_path):
-    configs = {
-        name: prepare.arm_config(
-            arm,
-            base_model=tmp_path / "m",
-            train_file=tmp_path / "t.jsonl",
-            test_file=tmp_path / "e.jsonl",
-            run_dir=tmp_path / name,
-            seed=3,
-        )
-        for name, arm in prepare.ARMS.items()
-    }
+    configs = arm_configs(prepare, tmp_path, seed=3)
     arm_keys = {
         "ual_uncertainty_source",
         "ual_smoothing_max",
@@ -140,7 +131,7 @@ def test_configs_differ_only_in_the_arm_keys(tmp_path):
     reference = configs["sft"]
     for name, cfg in configs.items():
         assert cfg["seed"] == 3 and cfg["dataset_num_proc"] == 1
-        assert {k for k in cfg if cfg[k] != reference.get(k)} <= arm_keys, name
+        assert differing_keys(cfg, reference) <= arm_keys, name
     assert configs["ls"]["ual_uncertainty_source"] == "constant"
     assert configs["ls"]["ual_smoothing_max"] == 0.1
     assert configs["sft"]["ual_smoothing_max"] == 0.0

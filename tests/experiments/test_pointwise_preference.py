@@ -16,6 +16,7 @@ import re
 import pytest
 import torch
 
+from experiments.harness.evaluate import encode_rows
 from experiments.pointwise_preference import data, prepare
 from experiments.pointwise_preference.evaluate import (
     evaluate,
@@ -23,9 +24,9 @@ from experiments.pointwise_preference.evaluate import (
     scoring_rows,
     summarize,
 )
-from experiments.uncertainty_mixture.evaluate import encode_rows
 from experiments.uncertainty_mixture.tasks import LOOKUP_TABLE
 from tests.experiments.fakes import believing as fake_model
+from tests.experiments.helpers import differing_keys
 
 PINNED_TEST_DIGEST = "f3e872dd61a40f7a"  # the held-out split and seed 0's training split
 
@@ -235,12 +236,9 @@ def test_arms_share_everything_but_their_objective(tmp_path):
         for key, value in {**prepare.COMMON, **prepare.CPU}.items():
             assert cfg[key] == value, (name, key)
         assert cfg["save_steps"] == cfg["max_steps"] == 150
-        assert prepare.HARNESS in cfg["plugins"]
+        assert prepare.PROBE in cfg["plugins"]
         own = set(prepare.ARMS[name].keys)
-        differing = {
-            k for k in set(cfg) | set(configs["sft"]) if cfg.get(k) != configs["sft"].get(k)
-        }
-        assert differing <= per_arm | own | paths, name
+        assert differing_keys(cfg, configs["sft"]) <= per_arm | own | paths, name
     assert configs["sft"]["ual_smoothing_max"] == configs["ulma"]["ual_smoothing_max"] == 0.0
     assert configs["ulma"]["ual_objective"] == "ulma"
     assert configs["ulma"]["ual_preference_beta"] == configs["kto"]["rl_beta"] == 0.1

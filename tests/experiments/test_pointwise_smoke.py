@@ -9,44 +9,22 @@ evaluator scores; and the report holds the numbers.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from axolotl_ual.toolkit import read_jsonl
+from experiments.harness.evaluate import encode_rows
 from experiments.pointwise_preference.run import SMOKE
-from experiments.uncertainty_mixture.evaluate import encode_rows
-from tests.support import REPO, axolotl_env
+from tests.experiments.helpers import run_smoke
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pointwise-smoke")
-    work, out = root / "work", root / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.pointwise_preference.run",
-            "--smoke",
-            "--workdir",
-            str(work),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        env=axolotl_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=900,
-        check=False,
+    return run_smoke(
+        "experiments.pointwise_preference.run", tmp_path_factory.mktemp("pointwise-smoke")
     )
-    assert result.returncode == 0, result.stdout[-6000:]
-    return work, out, result.stdout
 
 
 def probe(work, arm: str) -> dict:

@@ -1,43 +1,29 @@
 """The experiment end to end in its CI size: `run --smoke` (judge, elicit, 2 arms, 40 steps).
 
 Checks what the output files say, not only that the command ran: the evaluator and axolotl's own
-eval agree on the same held-out tokens, the UAL arm trained with epsilon = 0.2 u, the elicited
-arm trained on the judge's scores with the rank mapping, and the report holds those numbers.
+eval agree on the same held-out tokens, generated answers agree with the token-level numbers,
+the UAL arm trained with epsilon = 0.2 u, the elicited arm trained on the judge's scores with the
+rank mapping, and the report holds those numbers.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import math
 
 import pytest
 import yaml
 
 from axolotl_ual.toolkit import read_jsonl
-from experiments.uncertainty_mixture.report import axolotl_logs
-from tests.support import run_command
+from experiments.harness.report import axolotl_logs
+from tests.experiments.helpers import run_smoke
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    work, out = root / "work", root / "out"
-    result = run_command(
-        [
-            sys.executable,
-            "-m",
-            "experiments.uncertainty_mixture.run",
-            "--smoke",
-            "--workdir",
-            str(work),
-            "--out",
-            str(out),
-        ],
-    )
-    assert result.returncode == 0, result.stdout[-6000:]
-    return work, out, result.stdout
+    return run_smoke("experiments.uncertainty_mixture.run", tmp_path_factory.mktemp("smoke"))
 
 
 def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
@@ -53,6 +39,24 @@ def test_evaluator_and_axolotl_eval_read_the_same_tokens(smoke):
         assert 0 < run["high"]["support_mass"] <= 1 and 0 <= run["all"]["ece"] <= 1
         cfg = yaml.safe_load((work / "runs" / f"{arm}-seed0" / "config.yml").read_text())
         assert cfg["seed"] == 0 and cfg["max_steps"] == 40 and cfg["dataset_num_proc"] == 1
+
+
+def test_generated_answers_agree_with_the_token_level_metrics(smoke):
+    """Greedy `generate` is the evaluator's own greedy decoding; sampling at T = 1 finds valid
+    answers as often as the model's probability mass on them says (binomial noise, 5 sd)."""
+    _, out, _ = smoke
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    for run in runs:
+        generation = run["generation"]
+        assert generation["greedy"]["low"]["exact_match"] == run["low"]["exact_match"]
+        sampled = generation["sample"]["high"]
+        sd = math.sqrt(0.25 / sampled["samples"])  # bounds the sd of a mean of Bernoullis
+        assert abs(sampled["valid"] - run["high"]["support_mass"]) < 5 * sd, run["arm"]
+        for decoding in ("greedy", "sample", "top_p"):
+            assert 0 <= generation[decoding]["high"]["valid"] <= 1
+            assert (
+                generation[decoding]["low"]["exact_match"] == generation[decoding]["low"]["valid"]
+            )
 
 
 def test_the_known_arm_trains_with_epsilon_of_the_true_uncertainty(smoke):
@@ -96,5 +100,13 @@ def test_report_files_hold_the_numbers(smoke):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
         assert f"| {runs[arm]['low']['exact_match']:.3f} | {runs[arm]['high']['kl']:.3f} |" in row
     assert "| truth (oracle) | 1.000 | 0.000 |" in text
+    for label, arm in (("UAL, known u", "ual_known"), ("UAL, elicited u", "ual_elicited")):
+        generated = runs[arm]["generation"]
+        row = [line for line in text.splitlines() if line.startswith(f"| {label} |")][1]
+        assert row.startswith(
+            f"| {label} | {generated['greedy']['low']['exact_match']:.3f} "
+            f"| {generated['greedy']['high']['valid']:.3f} "
+            f"| {generated['sample']['low']['exact_match']:.3f} |"
+        )
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000

@@ -26,6 +26,7 @@ import pytest
 from scipy.stats import chi2
 
 from experiments.uncertainty_mixture import prepare
+from experiments.uncertainty_mixture.run import Experiment
 from experiments.uncertainty_mixture.tasks import (
     H_MAX,
     HIGH,
@@ -138,13 +139,13 @@ def test_known_uncertainty_scale():
 
 
 def test_splits_are_seeded_and_held_out_prompts_never_train():
-    test = prepare.test_rows()
-    assert test == prepare.test_rows()
-    train = prepare.train_rows(0, test)
-    assert train == prepare.train_rows(0, test)
-    assert train != prepare.train_rows(1, test)
+    test = Experiment.test_rows()
+    assert test == Experiment.test_rows()
+    train = Experiment.train_rows(0, test)
+    assert train == Experiment.train_rows(0, test)
+    assert train != Experiment.train_rows(1, test)
     held_out = {r["messages"][0]["content"] for r in test}
-    for split in (train, prepare.train_rows(1, test), prepare.train_rows("judge", test)):
+    for split in (train, Experiment.train_rows(1, test), Experiment.train_rows("judge", test)):
         assert not held_out & {r["messages"][0]["content"] for r in split}
     assert Counter(r["task"] for r in train) == Counter(prepare.TRAIN_PER_TASK)
     assert Counter(r["task"] for r in test) == Counter(prepare.TEST_PER_TASK)

@@ -21,6 +21,9 @@
   is the finite-sample noise floor (reported for the truth itself as the "oracle" row).
 - **Token NLL**: the mean -log q of the same reference tokens; on the test split it is what
   axolotl logs as `eval_ual_nll` (the end-to-end test checks that they agree).
+- **Generation** (`generation.py`): the same prompts answered by `generate` under greedy,
+  sampled and nucleus decoding, the text scored for valid answers, exact match and the total
+  variation of the sampled answers against the truth.
 
 Models are read through a `Scorer`, a function from token sequences to next-token log
 probabilities; `HFScorer` wraps a transformers model, `OracleScorer` is the true distribution.
@@ -36,9 +39,9 @@ from pathlib import Path
 
 import torch
 
-from .tasks import HIGH, LOW
+from .generation import MAX_NEW_TOKENS, HFGenerator, generation_metrics, pad_batch
+from .truth import HIGH, LOW
 
-MAX_NEW_TOKENS = 16
 ECE_BINS = 10
 BATCH = 64
 
@@ -60,10 +63,13 @@ class HFScorer(Scorer):
     rounding; batches are always formed in the same order for reproducibility anyway.
     """
 
-    def __init__(self, model_dir: str | Path, pad_id: int):
-        from transformers import AutoModelForCausalLM
+    def __init__(self, model, pad_id: int):
+        """`model`: a transformers causal LM, or the folder of one (read in float32)."""
+        if isinstance(model, str | Path):
+            from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+        self.model = model.eval()
         self.vocab_size = self.model.config.vocab_size
         self.pad_id = pad_id
 
@@ -72,12 +78,7 @@ class HFScorer(Scorer):
         out: list[torch.Tensor] = []
         for start in range(0, len(sequences), BATCH):
             chunk = sequences[start : start + BATCH]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
+            ids, mask = pad_batch(chunk, self.pad_id, left=False)
             logits = self.model(input_ids=ids, attention_mask=mask).logits
             logp = torch.log_softmax(logits.double(), dim=-1)
             out.extend(logp[row, : len(seq)] for row, seq in enumerate(chunk))
@@ -140,21 +141,23 @@ class Encoded:
 def encode_rows(tokenizer, rows: list[dict]) -> list[Encoded]:
     """Prompt and response token ids exactly as axolotl's chat_template strategy trains them.
 
-    The prompt is the conversation up to the assistant header (`add_generation_prompt`); a
-    response is what the full conversation adds after it, through the end-of-turn token (the
-    template's trailing newline is not trained, and not scored).
+    The prompt is the conversation before the last (assistant) turn, up to the assistant header
+    (`add_generation_prompt`); a response is what the full conversation adds after it, through
+    the end-of-turn token (the template's trailing newline is not trained, and not scored).
     """
     eot = tokenizer.eos_token_id
     encoded = []
     for r in rows:
-        user = r["messages"][:1]
+        context = r["messages"][:-1]
         prompt = tokenizer.apply_chat_template(
-            user, tokenize=True, add_generation_prompt=True, return_dict=False
+            context, tokenize=True, add_generation_prompt=True, return_dict=False
         )
         options = []
         for text in r["responses"]:
             full = tokenizer.apply_chat_template(
-                [*user, {"role": "assistant", "content": text}], tokenize=True, return_dict=False
+                [*context, {"role": "assistant", "content": text}],
+                tokenize=True,
+                return_dict=False,
             )
             if full[: len(prompt)] != prompt or eot not in full[len(prompt) :]:
                 raise ValueError(f"cannot split the response of {r['messages']!r} from its prompt")
@@ -168,7 +171,7 @@ def encode_rows(tokenizer, rows: list[dict]) -> list[Encoded]:
                 tuple(options),
                 tuple(r["responses"]),
                 tuple(r["probs"]),
-                r["responses"].index(r["messages"][1]["content"]),
+                r["responses"].index(r["messages"][-1]["content"]),
             )
         )
     return encoded
@@ -255,8 +258,15 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | None = None) -> dict:
-    """Every metric of one model: overall, per task type and per task."""
+def evaluate(
+    tokenizer,
+    scorer: Scorer,
+    test: list[dict],
+    train: list[dict] | None = None,
+    generator: HFGenerator | None = None,
+) -> dict:
+    """Every metric of one model: overall, per task type and per task; with a `generator`, the
+    generation-level metrics too (under `generation`, by decoding)."""
     rows = encode_rows(tokenizer, test)
     pairs = [(i, j) for i, r in enumerate(rows) for j in range(len(r.options))]
     stats = response_stats(
@@ -322,6 +332,10 @@ def evaluate(tokenizer, scorer: Scorer, test: list[dict], train: list[dict] | No
     }
     if train is not None:
         result["train_token_nll"] = train_token_nll(tokenizer, scorer, train)
+    if generator is not None:
+        result["generation"] = generation_metrics(
+            tokenizer, generator, test, [r.prompt for r in rows]
+        )
     return result
 
 
@@ -345,8 +359,30 @@ def oracle_scorer(tokenizer, test: list[dict]) -> OracleScorer:
     return OracleScorer(table, len(tokenizer))
 
 
-def evaluate_model(model_dir: Path, test: list[dict], train: list[dict] | None = None) -> dict:
+def oracle_metrics(base_model: Path, test: list[dict]) -> dict:
+    """The metrics of the true distribution itself (what a perfect model would score), and
+    under `generation_truth` the truth sampled as often as the models are."""
+    from transformers import AutoTokenizer
+
+    from .generation import truth_samples
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    metrics = evaluate(tokenizer, oracle_scorer(tokenizer, test), test)
+    metrics["generation_truth"] = truth_samples(test)
+    return metrics
+
+
+def evaluate_model(
+    model_dir: Path, test: list[dict], train: list[dict] | None = None, generate: bool = True
+) -> dict:
+    """`evaluate` of a saved model; `generate=False` skips the generation-level metrics."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return evaluate(tokenizer, HFScorer(model_dir, tokenizer.pad_token_id), test, train)
+    scorer = HFScorer(model_dir, tokenizer.pad_token_id)
+    generator = (
+        HFGenerator(scorer.model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+        if generate
+        else None
+    )
+    return evaluate(tokenizer, scorer, test, train, generator)

@@ -128,8 +128,8 @@ class _Probe(TrainerCallback):
             (self.output_dir / "probe.json").write_text(json.dumps(self.record))
 
 
-class HarnessPlugin(BasePlugin):
-    """`plugins: [experiments.pointwise_preference.harness.HarnessPlugin]`"""
+class ProbePlugin(BasePlugin):
+    """`plugins: [experiments.pointwise_preference.probe.ProbePlugin]`"""
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         # the trainer (and, on the KTO path, its PEFT model) exists; the optimizer not yet
