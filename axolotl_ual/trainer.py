@@ -152,12 +152,13 @@ class UALTrainer(AxolotlTrainer):
                 setattr(self, split, reference)
 
     def _reference_ranks(self, model) -> Ranks:
-        if self.accelerator.num_processes == 1 and not parameters_partitioned(model):
+        partitioned = parameters_partitioned(model)
+        if self.accelerator.num_processes == 1 and not partitioned:
             return Ranks()
         import torch.distributed as dist
 
         device = self.accelerator.device
-        if not parameters_partitioned(model):
+        if not partitioned:
 
             def from_main(value):
                 shared = [value]
